@@ -1,0 +1,1 @@
+"""Reading CVAT exports and turning them into batches."""

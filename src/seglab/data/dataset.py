@@ -1,0 +1,51 @@
+"""Torch dataset: decode an image and its colour mask, map colours to classes, augment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from seglab.data.cvat import DatasetError, Sample, SegClass
+from seglab.data.masks import ColorToIndex, read_color_mask
+
+Transform = Callable[..., dict]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read any image OpenCV can decode as (H, W, 3) RGB uint8."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"{path}: cannot read image (missing, corrupt or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class SegmentationDataset(Dataset):
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[SegClass], transform: Transform):
+        self.samples = list(samples)
+        self.to_index = ColorToIndex([c.color for c in classes])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw image and its class-index mask, before any transform."""
+        sample = self.samples[i]
+        image = read_image(sample.image)
+        mask = self.to_index(read_color_mask(sample.mask), source=sample.mask)
+        if image.shape[:2] != mask.shape:
+            raise DatasetError(
+                f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} "
+                f"is {image.shape[1]}x{image.shape[0]} (WxH); re-export the mask at the image size"
+            )
+        return image, mask
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image, mask = self.load(i)
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].long()}

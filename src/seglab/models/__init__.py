@@ -1,0 +1,1 @@
+"""The trainable model: smp network, losses, schedules and the LightningModule."""

@@ -1,0 +1,99 @@
+"""LightningModule: an smp encoder-decoder, a loss, confusion-matrix metrics, optimizer and schedule.
+
+Every constructor argument is plain config (dicts, lists, numbers), so the checkpoint's
+hyper-parameters rebuild the model without the training config: prediction needs only `ckpt=`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+import seglab
+from seglab.metrics import metrics_from_confusion
+
+
+class SegmentationModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        optimizer: dict[str, Any],
+        classes: Sequence[dict[str, Any]],
+        scheduler: dict[str, Any] | None = None,
+        ignore_index: int = 255,
+        image_size: Sequence[int] = (512, 512),
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        seglab_version: str = seglab.__version__,
+    ):
+        """`classes` is a list of `{"name", "color"}` in class-index order."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = [c["name"] for c in classes]
+        self.net = instantiate(model, classes=len(classes))
+        self.criterion = instantiate(loss)
+        self.val_confusion = self._confusion()
+        self.test_confusion = self._confusion()
+        self.last_confusion: dict[str, torch.Tensor] = {}
+
+    def _confusion(self) -> MulticlassConfusionMatrix:
+        return MulticlassConfusionMatrix(
+            num_classes=len(self.class_names),
+            ignore_index=self.hparams.ignore_index,
+            validate_args=False,
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        # Float32 loss: Dice-type losses lose precision in half precision.
+        loss = self.criterion(logits.float(), batch["mask"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate_step(batch, self.val_confusion, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate_step(batch, self.test_confusion, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.val_confusion, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_confusion, "test")
+
+    def _evaluate_step(
+        self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix, stage: str
+    ) -> None:
+        logits = self(batch["image"])
+        loss = self.criterion(logits.float(), batch["mask"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
+        confusion.update(logits.argmax(dim=1), batch["mask"])
+
+    def _log_epoch_metrics(self, confusion: MulticlassConfusionMatrix, stage: str) -> None:
+        matrix = confusion.compute()  # summed over all DDP ranks
+        confusion.reset()
+        self.last_confusion[stage] = matrix.cpu()
+        metrics = metrics_from_confusion(matrix, self.class_names)
+        self.log(f"{stage}/mIoU", metrics.pop("mIoU"), prog_bar=True)
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()})
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(
+            self.hparams.scheduler,
+            optimizer=optimizer,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,107 @@
+"""Train and evaluate from a composed Hydra config; `train.py` only composes and calls `run`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate, to_absolute_path
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from seglab.data.cvat import DatasetError
+from seglab.data.datamodule import SegmentationDataModule
+from seglab.metrics import format_table
+from seglab.models.module import SegmentationModule
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, validate the best checkpoint, test it if there is a test split; write metrics.json."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    # Not recursive: the augmentation entries are built by the datamodule, in its worker processes.
+    datamodule: SegmentationDataModule = instantiate(
+        cfg.data,
+        augmentation=OmegaConf.to_container(cfg.augmentation.train, resolve=True),
+        _recursive_=False,
+    )
+    classes = [{"name": c.name, "color": list(c.color)} for c in datamodule.classes]
+    ckpt_path = to_absolute_path(cfg.ckpt_path) if cfg.ckpt_path else None
+    if ckpt_path:
+        check_checkpoint_classes(ckpt_path, classes)
+
+    module = SegmentationModule(
+        model=_plain(cfg.model),
+        loss=_plain(cfg.loss),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.scheduler) or None,
+        classes=classes,
+        ignore_index=datamodule.ignore_index,
+        image_size=list(datamodule.image_size),
+        mean=list(datamodule.mean),
+        std=list(datamodule.std),
+    )
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_ckpt = (checkpoint.best_model_path if checkpoint else "") or ckpt_path
+
+    metrics: dict[str, Any] = {}
+    (val_metrics,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best_ckpt)
+    metrics.update(val_metrics)
+    if cfg.test and datamodule.has_test:
+        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt)
+        metrics.update(test_metrics)
+    metrics = {k: _finite_or_none(v) for k, v in sorted(metrics.items())}
+    metrics["best_ckpt"] = str(Path(best_ckpt).resolve()) if best_ckpt else None
+
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        names = [c["name"] for c in classes]
+        for stage in ("val", "test"):
+            if f"{stage}/mIoU" in metrics:
+                print(f"\n{stage} metrics ({best_ckpt or 'last weights'}):")
+                print(format_table(_nan_for_none(metrics), names, prefix=f"{stage}/"))
+        print(f"\nRun directory:   {run_dir.resolve()}")
+        print(f"Best checkpoint: {metrics['best_ckpt']}")
+    return metrics
+
+
+def check_checkpoint_classes(ckpt_path: str, classes: list[dict[str, Any]]) -> None:
+    """Refuse a checkpoint trained on another label set, naming the differences."""
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    trained = [(c["name"], tuple(c["color"])) for c in hparams.get("classes", [])]
+    current = [(c["name"], tuple(c["color"])) for c in classes]
+    if trained != current:
+        raise DatasetError(
+            f"{ckpt_path}: checkpoint was trained on classes {[n for n, _ in trained]} but the data "
+            f"has {[n for n, _ in current]} (names, colours and order must match). "
+            "Use a checkpoint trained on this labelmap, or fix data.labelmap"
+        )
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a class absent from both prediction and target is written as null."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _nan_for_none(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: math.nan if v is None else v for k, v in metrics.items() if k != "best_ckpt"}
