@@ -37,13 +37,14 @@ class SegmentationDataset(Dataset):
         """The raw image and its class-index mask, before any transform."""
         sample = self.samples[i]
         image = read_image(sample.image)
-        mask = self.to_index(read_color_mask(sample.mask), source=sample.mask)
-        if image.shape[:2] != mask.shape:
+        color_mask = read_color_mask(sample.mask)
+        if image.shape[:2] != color_mask.shape[:2]:
+            (mh, mw), (ih, iw) = color_mask.shape[:2], image.shape[:2]
             raise DatasetError(
-                f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} "
-                f"is {image.shape[1]}x{image.shape[0]} (WxH); re-export the mask at the image size"
+                f"{sample.mask}: mask is {mw}x{mh} but image {sample.image} is {iw}x{ih} (WxH); "
+                "resize neither: re-export the mask from CVAT for the image as it is"
             )
-        return image, mask
+        return image, self.to_index(color_mask, source=sample.mask)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, mask = self.load(i)
