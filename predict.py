@@ -1,4 +1,4 @@
-"""Predict masks with a trained checkpoint: `python predict.py ckpt=PATH input=PATH [output=DIR]`."""
+"""Predict masks with a checkpoint: `python predict.py ckpt=PATH input=PATH [output=DIR]`."""
 
 import hydra
 from omegaconf import DictConfig
@@ -16,7 +16,10 @@ def main(cfg: DictConfig) -> None:
         overlay_alpha=cfg.overlay_alpha,
     )
     rate = summary["images"] / max(summary["seconds"], 1e-9)
-    print(f"Predicted {summary['images']} image(s) in {summary['seconds']:.1f} s ({rate:.1f} images/s)")
+    print(
+        f"Predicted {summary['images']} image(s) in {summary['seconds']:.1f} s "
+        f"({rate:.1f} images/s)"
+    )
     print(f"Output: {summary['output']}")
 
 

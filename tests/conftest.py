@@ -24,12 +24,16 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One real 1-epoch training run on the tiny export, shared by the tests that need a checkpoint."""
+    """One real 1-epoch training run on the tiny export, for the tests that need a checkpoint."""
     from seglab.training import run
 
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train([*TINY, f"data.path={tiny_export}", f"run_dir={run_dir}",
-                         "trainer.max_epochs=1"])
+    cfg = compose_train(
+        [*TINY, f"data.path={tiny_export}", f"run_dir={run_dir}", "trainer.max_epochs=1"]
+    )
     metrics = run(cfg)
-    return {"run_dir": run_dir, "metrics": metrics,
-            "metrics_json": json.loads((run_dir / "metrics.json").read_text())}
+    return {
+        "run_dir": run_dir,
+        "metrics": metrics,
+        "metrics_json": json.loads((run_dir / "metrics.json").read_text()),
+    }

@@ -9,8 +9,14 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a CPU test, large enough for a U-Net's five downsamplings.
-TINY = ["data.image_size=[64,64]", "data.batch_size=2", "data.num_workers=0",
-        "model.encoder_name=resnet18", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1"]
+TINY = [
+    "data.image_size=[64,64]",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "model.encoder_name=resnet18",
+    "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=1",
+]
 
 
 def compose_train(overrides: list[str]) -> DictConfig:

@@ -26,8 +26,10 @@ def write_export(root: Path, items: dict[str, dict[str, np.ndarray]], classes=CL
     write_labelmap(root / "labelmap.txt", classes)
     for split, masks in items.items():
         for item, mask in masks.items():
-            for sub, ext, data in (("JPEGImages", ".jpg", rng.integers(0, 255, mask.shape, np.uint8)),
-                                   ("SegmentationClass", ".png", mask)):
+            for sub, ext, data in (
+                ("JPEGImages", ".jpg", rng.integers(0, 255, mask.shape, np.uint8)),
+                ("SegmentationClass", ".png", mask),
+            ):
                 path = root / sub / f"{item}{ext}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(path), data[..., ::-1])
@@ -47,7 +49,10 @@ def test_labelmap_syntax(tmp_path: Path):
     path = tmp_path / "labelmap.txt"
     text = "# label:color_rgb:parts:actions\r\nbackground:0,0,0::\r\n\r\nvoie ferrée:10,20,30::\r\n"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    assert parse_labelmap(path) == (SegClass("background", (0, 0, 0)), SegClass("voie ferrée", (10, 20, 30)))
+    assert parse_labelmap(path) == (
+        SegClass("background", (0, 0, 0)),
+        SegClass("voie ferrée", (10, 20, 30)),
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,10 +74,13 @@ def test_labelmap_errors_name_the_line(tmp_path: Path, line: str, message: str):
 
 
 def test_export_maps_colours_exactly_and_keeps_splits(tmp_path: Path):
-    root = write_export(tmp_path / "export", {
-        "train": {"a": striped_mask(), "sub dir/b c": striped_mask(4, 7)},
-        "val": {"d": striped_mask(3, 3)},
-    })
+    root = write_export(
+        tmp_path / "export",
+        {
+            "train": {"a": striped_mask(), "sub dir/b c": striped_mask(4, 7)},
+            "val": {"d": striped_mask(3, 3)},
+        },
+    )
     export = read_export(root)
     assert export.class_names == ["background", "tool", "blood vessel"]
     assert export.splits == ["train", "val"]
@@ -90,8 +98,11 @@ def test_unknown_colour_names_file_colour_and_count(tmp_path: Path):
     mask[0, :2] = (1, 2, 3)  # two pixels of a colour the labelmap lacks
     root = write_export(tmp_path / "export", {"train": {"a": mask}})
     dataset = SegmentationDataset(read_export(root).split("train"), CLASSES, transform=None)
-    with pytest.raises(DatasetError, match=r"SegmentationClass/a\.png: 1 colour\(s\) not in labelmap"
-                       r"\.txt: \(1, 2, 3\) \(2 px\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"SegmentationClass/a\.png: 1 colour\(s\) not in labelmap"
+        r"\.txt: \(1, 2, 3\) \(2 px\)",
+    ):
         dataset.load(0)
 
 
@@ -127,7 +138,9 @@ def test_size_mismatch_and_corrupt_mask(tmp_path: Path):
 
 
 def test_item_in_two_subsets_is_refused(tmp_path: Path):
-    root = write_export(tmp_path / "export", {"train": {"a": striped_mask()}, "val": {"a": striped_mask()}})
+    root = write_export(
+        tmp_path / "export", {"train": {"a": striped_mask()}, "val": {"a": striped_mask()}}
+    )
     with pytest.raises(DatasetError, match="already in subset 'train'"):
         read_export(root)
 

@@ -41,7 +41,9 @@ def test_training_writes_metrics_and_a_self_describing_checkpoint(trained_run: d
     assert hparams["model"]["arch"] == "unet"
 
 
-def test_predict_py_writes_index_colour_and_overlay(trained_run: dict, tiny_export: Path, tmp_path: Path):
+def test_predict_py_writes_index_colour_and_overlay(
+    trained_run: dict, tiny_export: Path, tmp_path: Path
+):
     # A folder with a nested image of another size: outputs mirror it at the input's exact size.
     images = tmp_path / "in"
     (images / "nested").mkdir(parents=True)
@@ -52,9 +54,18 @@ def test_predict_py_writes_index_colour_and_overlay(trained_run: dict, tiny_expo
     out = tmp_path / "out"
 
     result = subprocess.run(
-        [sys.executable, "predict.py", f"ckpt={trained_run['metrics']['best_ckpt']}",
-         f"input={images}", f"output={out}", "device=cpu"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        [
+            sys.executable,
+            "predict.py",
+            f"ckpt={trained_run['metrics']['best_ckpt']}",
+            f"input={images}",
+            f"output={out}",
+            "device=cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert "Predicted 3 image(s)" in result.stdout
@@ -77,9 +88,21 @@ def test_predict_py_writes_index_colour_and_overlay(trained_run: dict, tiny_expo
 def test_train_py_command_line_with_deeplab_and_dice_ce(tiny_export: Path, tmp_path: Path):
     """The documented command, as a user types it, on a tiny export."""
     result = subprocess.run(
-        [sys.executable, "train.py", "model=deeplabv3plus", "loss=dice_ce", *TINY,
-         f"data.path={tiny_export}", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        [
+            sys.executable,
+            "train.py",
+            "model=deeplabv3plus",
+            "loss=dice_ce",
+            *TINY,
+            f"data.path={tiny_export}",
+            "trainer.max_epochs=1",
+            "test=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -89,32 +112,68 @@ def test_train_py_command_line_with_deeplab_and_dice_ce(tiny_export: Path, tmp_p
     assert "mIoU" in result.stdout and "berry" in result.stdout
 
 
-def test_wandb_logger_runs_offline(tiny_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_wandb_logger_runs_offline(
+    tiny_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_train([*TINY, "logger=wandb", f"data.path={tiny_export}", f"run_dir={tmp_path}",
-                         "trainer.max_epochs=1", "test=false", "~callbacks.early_stopping"])
+    cfg = compose_train(
+        [
+            *TINY,
+            "logger=wandb",
+            f"data.path={tiny_export}",
+            f"run_dir={tmp_path}",
+            "trainer.max_epochs=1",
+            "test=false",
+            "~callbacks.early_stopping",
+        ]
+    )
     metrics = run(cfg)
     assert "val/mIoU" in metrics
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
 
 
-def test_checkpoint_from_another_label_set_is_refused(trained_run: dict, tiny_export: Path, tmp_path: Path):
+def test_checkpoint_from_another_label_set_is_refused(
+    trained_run: dict, tiny_export: Path, tmp_path: Path
+):
     other = shutil.copytree(tiny_export, tmp_path / "other")
-    classes = [SegClass("background", (0, 0, 0)), SegClass("leaf", (51, 221, 255)),
-               SegClass("rock", (250, 50, 83)), SegClass("berry", (52, 209, 183))]
+    classes = [
+        SegClass("background", (0, 0, 0)),
+        SegClass("leaf", (51, 221, 255)),
+        SegClass("rock", (250, 50, 83)),
+        SegClass("berry", (52, 209, 183)),
+    ]
     write_labelmap(other / "labelmap.txt", classes)
-    cfg = compose_train([*TINY, f"data.path={other}", f"run_dir={tmp_path / 'run'}", "train=false",
-                         f"ckpt_path={trained_run['metrics']['best_ckpt']}"])
-    with pytest.raises(DatasetError, match=r"trained on classes \['background', 'leaf', 'stone', "
-                       r"'berry'\] but the data has \['background', 'leaf', 'rock', 'berry'\]"):
+    cfg = compose_train(
+        [
+            *TINY,
+            f"data.path={other}",
+            f"run_dir={tmp_path / 'run'}",
+            "train=false",
+            f"ckpt_path={trained_run['metrics']['best_ckpt']}",
+        ]
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"trained on classes \['background', 'leaf', 'stone', "
+        r"'berry'\] but the data has \['background', 'leaf', 'rock', 'berry'\]",
+    ):
         run(cfg)
 
 
-def test_evaluate_only_reproduces_the_saved_metrics(trained_run: dict, tiny_export: Path, tmp_path: Path):
-    cfg = compose_train([*TINY, f"data.path={tiny_export}", f"run_dir={tmp_path}", "train=false",
-                         f"ckpt_path={trained_run['metrics']['best_ckpt']}"])
+def test_evaluate_only_reproduces_the_saved_metrics(
+    trained_run: dict, tiny_export: Path, tmp_path: Path
+):
+    cfg = compose_train(
+        [
+            *TINY,
+            f"data.path={tiny_export}",
+            f"run_dir={tmp_path}",
+            "train=false",
+            f"ckpt_path={trained_run['metrics']['best_ckpt']}",
+        ]
+    )
     metrics = run(cfg)
     assert metrics["val/mIoU"] == pytest.approx(trained_run["metrics"]["val/mIoU"], abs=1e-6)
     assert metrics["test/mIoU"] == pytest.approx(trained_run["metrics"]["test/mIoU"], abs=1e-6)

@@ -13,10 +13,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="write the demo CVAT 'Segmentation Mask 1.1' export")
     demo.add_argument("path", help="folder to create (must not exist)")
-    demo.add_argument("--size", type=int, default=160, help="image side in pixels (default 160)")
+    demo.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     for split, count in DEMO_SPLITS.items():
-        demo.add_argument(f"--{split}", type=int, default=count, help=f"{split} images (default {count})")
+        demo.add_argument(
+            f"--{split}", type=int, default=count, help=f"{split} images (default {count})"
+        )
     args = parser.parse_args(argv)
 
     if args.command == "demo":

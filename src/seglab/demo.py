@@ -22,11 +22,11 @@ DEMO_CLASSES = (
     SegClass("stone", (250, 50, 83)),
     SegClass("berry", (52, 209, 183)),
 )
-DEMO_SPLITS = {"train": 48, "val": 16, "test": 8}
+DEMO_SPLITS = {"train": 96, "val": 24, "test": 12}
 
 
 def write_demo_export(
-    path: str | Path, size: int = 160, seed: int = 0, splits: dict[str, int] | None = None
+    path: str | Path, size: int = 128, seed: int = 0, splits: dict[str, int] | None = None
 ) -> Path:
     """Write the export to `path` (which must not exist yet) and return it."""
     path = Path(path)
@@ -38,7 +38,12 @@ def write_demo_export(
     # Written next to the target and renamed at the end, so a crash never leaves half an export.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
-        for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation"):
+        for sub in (
+            "JPEGImages",
+            "SegmentationClass",
+            "SegmentationObject",
+            "ImageSets/Segmentation",
+        ):
             (tmp / sub).mkdir(parents=True)
         write_labelmap(tmp / "labelmap.txt", DEMO_CLASSES)
         index = 0
@@ -47,8 +52,11 @@ def write_demo_export(
             for _ in range(count):
                 item = f"field_{index:04d}"
                 image, classes, instances = render_scene(rng, size)
-                cv2.imwrite(str(tmp / "JPEGImages" / f"{item}.jpg"), image[..., ::-1],
-                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+                cv2.imwrite(
+                    str(tmp / "JPEGImages" / f"{item}.jpg"),
+                    image[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 92],
+                )
                 class_rgb = np.asarray([c.color for c in DEMO_CLASSES], np.uint8)[classes]
                 cv2.imwrite(str(tmp / "SegmentationClass" / f"{item}.png"), class_rgb[..., ::-1])
                 object_rgb = voc_palette(int(instances.max()) + 1)[instances]

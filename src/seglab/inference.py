@@ -43,7 +43,9 @@ class Predictor:
         mean = torch.tensor(hp.mean, device=self.device)[:, None, None]
         std = torch.tensor(hp.std, device=self.device)[:, None, None]
         logits = self.module((x - mean).div_(std)[None])
-        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        logits = F.interpolate(
+            logits.float(), size=(height, width), mode="bilinear", align_corners=False
+        )
         labels = logits.argmax(dim=1)[0].cpu().numpy()
         return labels.astype(index_dtype(len(hp.classes)))
 
@@ -119,7 +121,10 @@ def predict_folder(
         stem.parent.mkdir(parents=True, exist_ok=True)
         _write(stem.with_name(f"{stem.name}_index.png"), labels)
         _write(stem.with_name(f"{stem.name}_color.png"), color[..., ::-1])
-        _write(stem.with_name(f"{stem.name}_overlay.jpg"), overlay(image, color, overlay_alpha)[..., ::-1])
+        _write(
+            stem.with_name(f"{stem.name}_overlay.jpg"),
+            overlay(image, color, overlay_alpha)[..., ::-1],
+        )
         written += 1
     seconds = time.perf_counter() - start
     return {"images": written, "seconds": seconds, "output": str(output.resolve())}

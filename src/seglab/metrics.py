@@ -32,9 +32,9 @@ def metrics_from_confusion(confusion: torch.Tensor, class_names: Sequence[str]) 
         "mDice": _nanmean(dice),
         "pixel_acc": (tp.sum() / total).item() if total > 0 else math.nan,
     }
-    for name, value in zip(class_names, iou.tolist()):
+    for name, value in zip(class_names, iou.tolist(), strict=False):
         out[f"iou/{name}"] = value
-    for name, value in zip(class_names, dice.tolist()):
+    for name, value in zip(class_names, dice.tolist(), strict=False):
         out[f"dice/{name}"] = value
     return out
 
@@ -44,15 +44,19 @@ def _nanmean(values: torch.Tensor) -> float:
     return values[valid].mean().item() if valid.any() else math.nan
 
 
-def format_table(metrics: dict[str, float], class_names: Sequence[str], prefix: str = "val/") -> str:
+def format_table(
+    metrics: dict[str, float], class_names: Sequence[str], prefix: str = "val/"
+) -> str:
     """A plain-text per-class IoU table ending with mIoU, for the console."""
-    width = max([len("class"), len("mIoU"), *map(len, class_names)])
+    width = max([len("pixel accuracy"), *map(len, class_names)])
     rows = [f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}", "-" * (width + 18)]
     for name in class_names:
         iou, dice = metrics[f"{prefix}iou/{name}"], metrics[f"{prefix}dice/{name}"]
         rows.append(f"{name:<{width}}  {_fmt(iou)}  {_fmt(dice)}")
     rows.append("-" * (width + 18))
-    rows.append(f"{'mIoU':<{width}}  {_fmt(metrics[f'{prefix}mIoU'])}  {_fmt(metrics[f'{prefix}mDice'])}")
+    rows.append(
+        f"{'mIoU':<{width}}  {_fmt(metrics[f'{prefix}mIoU'])}  {_fmt(metrics[f'{prefix}mDice'])}"
+    )
     rows.append(f"{'pixel accuracy':<{width}}  {_fmt(metrics[f'{prefix}pixel_acc'])}")
     return "\n".join(rows)
 

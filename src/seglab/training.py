@@ -75,6 +75,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 print(format_table(_nan_for_none(metrics), names, prefix=f"{stage}/"))
         print(f"\nRun directory:   {run_dir.resolve()}")
         print(f"Best checkpoint: {metrics['best_ckpt']}")
+        if metrics["best_ckpt"]:
+            print(f"Predict with:    python predict.py ckpt={metrics['best_ckpt']} input=<images>")
     return metrics
 
 
@@ -82,12 +84,15 @@ def check_checkpoint_classes(ckpt_path: str, classes: list[dict[str, Any]]) -> N
     """Refuse a checkpoint trained on another label set, naming the differences."""
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(
+        "hyper_parameters", {}
+    )
     trained = [(c["name"], tuple(c["color"])) for c in hparams.get("classes", [])]
     current = [(c["name"], tuple(c["color"])) for c in classes]
     if trained != current:
         raise DatasetError(
-            f"{ckpt_path}: checkpoint was trained on classes {[n for n, _ in trained]} but the data "
+            f"{ckpt_path}: checkpoint was trained on classes {[n for n, _ in trained]} "
+            "but the data "
             f"has {[n for n, _ in current]} (names, colours and order must match). "
             "Use a checkpoint trained on this labelmap, or fix data.labelmap"
         )

@@ -127,7 +127,8 @@ def read_export(
     labelmap_path = Path(labelmap) if labelmap else root / "labelmap.txt"
     if not labelmap_path.is_file():
         raise DatasetError(
-            f"{labelmap_path}: labelmap.txt not found. Export from CVAT as 'Segmentation Mask 1.1', "
+            f"{labelmap_path}: labelmap.txt not found. Export from CVAT as "
+            "'Segmentation Mask 1.1', "
             "or point data.labelmap at the file"
         )
     classes = parse_labelmap(labelmap_path)

@@ -25,7 +25,9 @@ def read_image(path: Path) -> np.ndarray:
 
 
 class SegmentationDataset(Dataset):
-    def __init__(self, samples: Sequence[Sample], classes: Sequence[SegClass], transform: Transform):
+    def __init__(
+        self, samples: Sequence[Sample], classes: Sequence[SegClass], transform: Transform
+    ):
         self.samples = list(samples)
         self.to_index = ColorToIndex([c.color for c in classes])
         self.transform = transform

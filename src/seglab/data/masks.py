@@ -38,7 +38,8 @@ class ColorToIndex:
         if not known.all():
             colors, counts = np.unique(packed[~known], return_counts=True)
             listed = ", ".join(
-                f"{_unpack(c)} ({n} px)" for c, n in sorted(zip(colors, counts), key=lambda t: -t[1])[:10]
+                f"{_unpack(c)} ({n} px)"
+                for c, n in sorted(zip(colors, counts, strict=False), key=lambda t: -t[1])[:10]
             )
             raise DatasetError(
                 f"{source}: {len(colors)} colour(s) not in labelmap.txt: {listed}. "
@@ -61,7 +62,8 @@ def read_color_mask(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: mask has {data.dtype} pixels; expected 8-bit colour PNG")
     if data.ndim == 2:
         raise DatasetError(
-            f"{path}: mask is single-channel; CVAT 'Segmentation Mask 1.1' masks are RGB colour PNGs"
+            f"{path}: mask is single-channel; CVAT 'Segmentation Mask 1.1' masks are RGB "
+            "colour PNGs"
         )
     if data.shape[2] == 4:
         alpha = data[..., 3]

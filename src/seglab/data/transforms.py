@@ -25,6 +25,4 @@ def build_eval_transform(
 ) -> A.Compose:
     """Resize to the training size and normalise; masks are resized nearest-neighbour."""
     height, width = image_size
-    return A.Compose(
-        [A.Resize(height, width), A.Normalize(mean=mean, std=std), ToTensorV2()]
-    )
+    return A.Compose([A.Resize(height, width), A.Normalize(mean=mean, std=std), ToTensorV2()])

@@ -23,7 +23,9 @@ def create_model(
     """`smp.create_model` that names the valid choices and explains failed weight downloads."""
     archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
     if arch.lower() not in archs:
-        raise ModelConfigError(f"model.arch={arch!r} is not an smp architecture; choose one of {archs}")
+        raise ModelConfigError(
+            f"model.arch={arch!r} is not an smp architecture; choose one of {archs}"
+        )
     encoders = smp.encoders.get_encoder_names()
     if encoder_name not in encoders:
         raise ModelConfigError(

@@ -17,7 +17,9 @@ class WeightedSum(nn.Module):
         weights = dict(weights or {})
         unknown = set(weights) - set(self.losses)
         if unknown:
-            raise ValueError(f"loss.weights names {sorted(unknown)}, not in loss.losses {list(self.losses)}")
+            raise ValueError(
+                f"loss.weights names {sorted(unknown)}, not in loss.losses {list(self.losses)}"
+            )
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.losses}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""LightningModule: an smp encoder-decoder, a loss, confusion-matrix metrics, optimizer and schedule.
+"""LightningModule: smp encoder-decoder, loss, confusion-matrix metrics, optimizer, schedule.
 
 Every constructor argument is plain config (dicts, lists, numbers), so the checkpoint's
 hyper-parameters rebuild the model without the training config: prediction needs only `ckpt=`.
@@ -96,4 +96,7 @@ class SegmentationModule(L.LightningModule):
             optimizer=optimizer,
             total_steps=int(self.trainer.estimated_stepping_batches),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

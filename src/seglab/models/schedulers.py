@@ -14,7 +14,10 @@ def cosine(
 ) -> LambdaLR:
     """Linear warmup, then cosine decay to `min_lr_ratio * lr` at the last step."""
     return _warmup_then(
-        optimizer, total_steps, warmup_steps, min_lr_ratio,
+        optimizer,
+        total_steps,
+        warmup_steps,
+        min_lr_ratio,
         lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
     )
 
@@ -28,7 +31,11 @@ def poly(
 ) -> LambdaLR:
     """Linear warmup, then `(1 - progress) ** power` decay (DeepLab's schedule)."""
     return _warmup_then(
-        optimizer, total_steps, warmup_steps, min_lr_ratio, lambda progress: (1.0 - progress) ** power
+        optimizer,
+        total_steps,
+        warmup_steps,
+        min_lr_ratio,
+        lambda progress: (1.0 - progress) ** power,
     )
 
 
