@@ -1,57 +1,40 @@
-"""The CVAT parser on hand-written exports: exact colour mapping, splits, and loud errors."""
+"""Reading datasets as users bring them: layouts, labelmaps, splits, and loud errors."""
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from seglab.data.cvat import DatasetError, SegClass, parse_labelmap, read_export, write_labelmap
-from seglab.data.dataset import SegmentationDataset
-from seglab.data.masks import ColorToIndex
-
-CLASSES = (
-    SegClass("background", (0, 0, 0)),
-    SegClass("tool", (250, 50, 83)),
-    SegClass("blood vessel", (51, 221, 255)),
-)
+from seglab.data.dataset import SegmentationDataset, build_decoder
+from tests.exports import CLASSES, save_image, save_rgb, striped, to_rgb, write_cvat, write_folders
 
 
-def write_export(root: Path, items: dict[str, dict[str, np.ndarray]], classes=CLASSES) -> Path:
-    """A CVAT export of `{split: {item_id: rgb_mask}}` with random images of the mask's size."""
-    rng = np.random.default_rng(0)
-    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
-    write_labelmap(root / "labelmap.txt", classes)
-    for split, masks in items.items():
-        for item, mask in masks.items():
-            for sub, ext, data in (
-                ("JPEGImages", ".jpg", rng.integers(0, 255, mask.shape, np.uint8)),
-                ("SegmentationClass", ".png", mask),
-            ):
-                path = root / sub / f"{item}{ext}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), data[..., ::-1])
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(masks) + "\n")
-    return root
+def load_all(export, split: str, **decoder_kwargs) -> list[np.ndarray]:
+    dataset = SegmentationDataset(
+        export.split(split), build_decoder(export, **decoder_kwargs), None, export.background_index
+    )
+    return [dataset.load(i)[1] for i in range(len(dataset))]
 
 
-def striped_mask(height: int = 6, width: int = 5) -> np.ndarray:
-    """Rows cycle through the three class colours: row r has class r % 3."""
-    mask = np.zeros((height, width, 3), np.uint8)
-    for row in range(height):
-        mask[row] = CLASSES[row % 3].color
-    return mask
+# ---------------------------------------------------------------- labelmap.txt
 
 
 def test_labelmap_syntax(tmp_path: Path):
     path = tmp_path / "labelmap.txt"
-    text = "# label:color_rgb:parts:actions\r\nbackground:0,0,0::\r\n\r\nvoie ferrée:10,20,30::\r\n"
+    text = (
+        "# label:color_rgb:parts:actions\r\nbackground:0,0,0::\r\n\r\n"
+        "voie ferrée:10,20,30::\r\nforest_land:0,255,0:: #green\r\n"
+    )
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     assert parse_labelmap(path) == (
         SegClass("background", (0, 0, 0)),
         SegClass("voie ferrée", (10, 20, 30)),
+        SegClass("forest_land", (0, 255, 0)),
     )
 
 
@@ -59,6 +42,7 @@ def test_labelmap_syntax(tmp_path: Path):
     ("line", "message"),
     [
         ("car:1,2,3:", "expected 4 ':'-separated fields"),
+        ("a:b:1,2,3::", "expected 4 ':'-separated fields"),
         ("car:1,2::", "bad colour '1,2'"),
         ("car:1,2,300::", "bad colour '1,2,300'"),
         ("background:9,9,9::", "duplicate label name 'background' (first on line 2)"),
@@ -73,88 +57,233 @@ def test_labelmap_errors_name_the_line(tmp_path: Path, line: str, message: str):
     assert message in str(err.value)
 
 
-def test_export_maps_colours_exactly_and_keeps_splits(tmp_path: Path):
-    root = write_export(
-        tmp_path / "export",
-        {
-            "train": {"a": striped_mask(), "sub dir/b c": striped_mask(4, 7)},
-            "val": {"d": striped_mask(3, 3)},
-        },
+def test_class_order_pins_indices_and_background_need_not_be_first_or_black(tmp_path: Path):
+    classes = (SegClass("car", (10, 10, 10)), SegClass("background", (97, 35, 35)))
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped(n=2)}}, classes)
+    export = read_export(root)
+    assert export.class_names == ["car", "background"] and export.background_index == 1
+    np.testing.assert_array_equal(load_all(export, "train")[0], striped(n=2))
+    pinned = read_export(root, class_order=["background", "car"])
+    np.testing.assert_array_equal(load_all(pinned, "train")[0], 1 - striped(n=2))
+    with pytest.raises(
+        DatasetError, match=r"missing \['car'\], not in the labelmap or ignored \['bus'\]"
+    ):
+        read_export(root, class_order=["background", "bus"])
+
+
+def test_ignore_classes_become_ignore_index(tmp_path: Path):
+    classes = (*CLASSES, SegClass("void", (224, 224, 192)))
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped(8, 3, n=4)}}, classes)
+    export = read_export(root, ignore_classes=["void"])
+    assert export.class_names == ["background", "tool", "blood vessel"]
+    expected = striped(8, 3, n=4)
+    expected[expected == 3] = 255
+    np.testing.assert_array_equal(load_all(export, "train")[0], expected)
+    with pytest.raises(DatasetError, match=r"data.ignore_classes names \['Void'\]"):
+        read_export(root, ignore_classes=["Void"])
+
+
+def test_more_than_255_classes_use_wide_masks(tmp_path: Path):
+    classes = tuple(SegClass(f"c{i}", (i // 256, i % 256, 7)) for i in range(300))
+    index = np.arange(300, dtype=np.uint16).reshape(15, 20)
+    root = tmp_path / "e"
+    write_cvat(root, {"train": {"a": np.zeros((15, 20), np.uint8)}}, classes)
+    save_rgb(
+        root / "SegmentationClass" / "a.png",
+        np.asarray([c.color for c in classes], np.uint8)[index],
     )
     export = read_export(root)
+    assert any("300 labels" in note for note in export.notes)
+    with pytest.raises(DatasetError, match="ignore_index=255 collides with the 300 class ids"):
+        load_all(export, "train")
+    np.testing.assert_array_equal(load_all(export, "train", ignore_index=65535)[0], index)
+
+
+# ---------------------------------------------------------------- the CVAT layout
+
+
+def test_cvat_export_maps_colours_exactly_and_keeps_splits(tmp_path: Path):
+    root = write_cvat(
+        tmp_path / "export",
+        {
+            "Train": {"a": striped(), "sub dir/b c": striped(4, 7)},
+            "Validation": {"d": striped(3, 3)},
+        },
+    )
+    (root / "ImageSets" / "Segmentation" / "my_extra_test.txt").write_text("")  # empty, with "_"
+    export = read_export(root, subset_map={"my_extra_test": "test"})
+    assert export.layout == "cvat"
     assert export.class_names == ["background", "tool", "blood vessel"]
     assert export.splits == ["train", "val"]
     assert [s.id for s in export.split("train")] == ["a", "sub dir/b c"]
-    dataset = SegmentationDataset(export.split("train"), export.classes, transform=None)
-    for i, (height, width) in enumerate([(6, 5), (4, 7)]):
-        image, mask = dataset.load(i)
-        expected = np.repeat((np.arange(height) % 3)[:, None], width, axis=1)
-        assert image.shape == (height, width, 3)
-        np.testing.assert_array_equal(mask, expected)
+    masks = load_all(export, "train")
+    np.testing.assert_array_equal(masks[0], striped())
+    np.testing.assert_array_equal(masks[1], striped(4, 7))
 
 
-def test_unknown_colour_names_file_colour_and_count(tmp_path: Path):
-    mask = striped_mask()
-    mask[0, :2] = (1, 2, 3)  # two pixels of a colour the labelmap lacks
-    root = write_export(tmp_path / "export", {"train": {"a": mask}})
-    dataset = SegmentationDataset(read_export(root).split("train"), CLASSES, transform=None)
+def test_image_extensions_in_any_case(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"frame_000000": striped()}}, image_ext=".PNG")
+    save_image(root / "JPEGImages" / "b.tif", 6, 5)
+    save_rgb(root / "SegmentationClass" / "b.png", to_rgb(striped()))
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("frame_000000\nb\n")
+    export = read_export(root, val_fraction=0.5)
+    assert sorted(s.image.name for s in export.samples) == ["b.tif", "frame_000000.PNG"]
+
+
+def test_two_images_for_one_item_is_an_error(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}})
+    save_image(root / "JPEGImages" / "a.png", 6, 5)
+    with pytest.raises(DatasetError, match=r"two files for item 'a': a\.jpg and a\.png"):
+        read_export(root)
+
+
+def test_unknown_subset_names_the_known_ones_and_subset_map(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"batch2": {"a": striped()}})
     with pytest.raises(
-        DatasetError,
-        match=r"SegmentationClass/a\.png: 1 colour\(s\) not in labelmap"
-        r"\.txt: \(1, 2, 3\) \(2 px\)",
+        DatasetError, match=r"unknown subset 'batch2'.*data.subset_map=\{batch2: train\}"
     ):
-        dataset.load(0)
-
-
-def test_missing_mask_is_an_error_naming_the_file(tmp_path: Path):
-    root = write_export(tmp_path / "export", {"train": {"a": striped_mask(), "b": striped_mask()}})
-    (root / "SegmentationClass" / "b.png").unlink()
-    with pytest.raises(DatasetError, match=r"SegmentationClass/b\.png: mask missing for item 'b'"):
         read_export(root)
+    assert read_export(root, subset_map={"batch2": "val"}).splits == ["val"]
 
 
-def test_missing_image_and_missing_images_folder(tmp_path: Path):
-    root = write_export(tmp_path / "export", {"train": {"a": striped_mask(), "b": striped_mask()}})
-    (root / "JPEGImages" / "b.jpg").unlink()
-    with pytest.raises(DatasetError, match=r"train\.txt:2: no image for item 'b'"):
+def test_default_subset_gets_a_seeded_reproducible_val_split(tmp_path: Path):
+    items = {f"f{i:02d}": striped() for i in range(10)}
+    root = write_cvat(tmp_path / "e", {"default": items})
+    first = read_export(root, val_fraction=0.3, split_seed=1)
+    again = read_export(root, val_fraction=0.3, split_seed=1)
+    other = read_export(root, val_fraction=0.3, split_seed=2)
+    val = [s.id for s in first.split("val")]
+    assert len(val) == 3 and len(first.split("train")) == 7
+    assert val == [s.id for s in again.split("val")] != [s.id for s in other.split("val")]
+    assert any("held out 3 of 10" in note for note in first.notes)
+
+
+def test_item_id_escaping_the_export_is_refused(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}})
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\n../../etc/passwd\n")
+    with pytest.raises(
+        DatasetError, match=r"train\.txt:2: item id '\.\./\.\./etc/passwd' points outside"
+    ):
         read_export(root)
-    images = tmp_path / "originals"
-    (root / "JPEGImages").rename(images)
-    with pytest.raises(DatasetError, match="made without images.*data.images_dir"):
-        read_export(root)
-    cv2.imwrite(str(images / "b.png"), np.zeros((6, 5, 3), np.uint8))
-    assert len(read_export(root, images_dir=images).samples) == 2
-
-
-def test_size_mismatch_and_corrupt_mask(tmp_path: Path):
-    root = write_export(tmp_path / "export", {"train": {"a": striped_mask(), "b": striped_mask()}})
-    cv2.imwrite(str(root / "SegmentationClass" / "a.png"), striped_mask(8, 5)[..., ::-1])
-    (root / "SegmentationClass" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    dataset = SegmentationDataset(read_export(root).split("train"), CLASSES, transform=None)
-    with pytest.raises(DatasetError, match=r"a\.png: mask is 5x8 but image .*a\.jpg is 5x6"):
-        dataset.load(0)
-    with pytest.raises(DatasetError, match=r"b\.png: cannot read mask"):
-        dataset.load(1)
 
 
 def test_item_in_two_subsets_is_refused(tmp_path: Path):
-    root = write_export(
-        tmp_path / "export", {"train": {"a": striped_mask()}, "val": {"a": striped_mask()}}
-    )
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}, "val": {"a": striped()}})
     with pytest.raises(DatasetError, match="already in subset 'train'"):
         read_export(root)
 
 
-def test_missing_labelmap_gives_the_hint(tmp_path: Path):
-    root = write_export(tmp_path / "export", {"train": {"a": striped_mask()}})
-    (root / "labelmap.txt").unlink()
-    with pytest.raises(DatasetError, match="data.labelmap"):
+def test_missing_masks_error_background_or_skip(tmp_path: Path):
+    root = write_cvat(
+        tmp_path / "e", {"train": {"a": striped(), "b": striped()}, "val": {"c": striped()}}
+    )
+    (root / "SegmentationClass" / "b.png").unlink()
+    with pytest.raises(
+        DatasetError,
+        match=r"1 listed image\(s\) have no mask: b\. .*missing_masks=background.*=skip",
+    ):
         read_export(root)
+    export = read_export(root, missing_masks="background")
+    np.testing.assert_array_equal(load_all(export, "train")[1], np.zeros((6, 5)))
+    skipped = read_export(root, missing_masks="skip")
+    assert [s.id for s in skipped.split("train")] == ["a"]
+    assert any("skipped 1 image(s) without a mask" in n for n in skipped.notes)
 
 
-def test_colour_lookup_is_exact_for_near_colours():
-    lookup = ColorToIndex([(0, 0, 0), (0, 0, 1), (1, 0, 0)])
-    rgb = np.array([[[0, 0, 1], [1, 0, 0], [0, 0, 0]]], np.uint8)
-    np.testing.assert_array_equal(lookup(rgb), [[1, 2, 0]])
-    with pytest.raises(DatasetError, match=r"\(0, 1, 0\) \(1 px\)"):
-        lookup(np.array([[[0, 1, 0]]], np.uint8))
+def test_unlisted_files_are_reported_not_used(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}, "val": {"c": striped()}})
+    save_image(root / "JPEGImages" / "stray.jpg", 6, 5)
+    export = read_export(root)
+    assert len(export.samples) == 2
+    assert any("1 images listed in no subset, not used: stray" in n for n in export.notes)
+
+
+def test_export_without_images_takes_images_dir(tmp_path: Path):
+    root = write_cvat(tmp_path / "export", {"train": {"a": striped()}})
+    images = tmp_path / "originals"
+    (root / "JPEGImages").rename(images)
+    with pytest.raises(DatasetError, match="made without images.*data.images_dir"):
+        read_export(root)
+    assert read_export(root, images_dir=images, val_fraction=0.5).samples[0].image.parent == images
+
+
+def test_missing_labelmap_gives_the_hint(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}})
+    (root / "labelmap.txt").rename(tmp_path / "elsewhere.txt")
+    with pytest.raises(DatasetError, match="no labelmap.txt.*data.labelmap"):
+        read_export(root)
+    assert (
+        read_export(root, labelmap=tmp_path / "elsewhere.txt", val_fraction=0.5).class_names[1]
+        == "tool"
+    )
+
+
+# ---------------------------------------------------------------- folder layouts and zips
+
+
+def test_split_folders_with_labelmap(tmp_path: Path):
+    root = write_folders(
+        tmp_path / "ds", {"train": {"x/a": striped()}, "val": {"b": striped(4, 4)}}
+    )
+    export = read_export(root)
+    assert export.layout == "split" and export.splits == ["train", "val"]
+    assert [s.id for s in export.split("train")] == ["train/x/a"]
+    np.testing.assert_array_equal(load_all(export, "val")[0], striped(4, 4))
+
+
+def test_index_masks_named_by_classes_txt_or_config(tmp_path: Path):
+    root = write_folders(
+        tmp_path / "ds", {"": {f"i{k}": striped() for k in range(5)}}, index_masks=True
+    )
+    with pytest.raises(DatasetError, match="no labelmap.txt and no classes.txt.*data.classes"):
+        read_export(root)
+    export = read_export(root, classes=["bg", "crack", "rust"], val_fraction=0.4)
+    assert export.layout == "index" and export.class_names == ["bg", "crack", "rust"]
+    assert len(export.split("val")) == 2
+    np.testing.assert_array_equal(load_all(export, "train")[0], striped())
+    (root / "classes.txt").write_text("bg\ncrack\n")
+    with pytest.raises(
+        DatasetError, match=r"1 class id value\(s\) not in the labelmap: 2 \(10 px\)"
+    ):
+        load_all(read_export(root), "train")
+
+
+def test_zip_and_folder_give_identical_samples_and_masks(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    root = write_cvat(
+        tmp_path / "src" / "outer" / "inner",
+        {"train": {"a": striped()}, "val": {"b": striped(4, 4)}},
+    )
+    archive = Path(shutil.make_archive(str(tmp_path / "export"), "zip", tmp_path / "src"))
+    from_zip, from_dir = read_export(archive), read_export(root)
+    assert [(s.id, s.split) for s in from_zip.samples] == [
+        (s.id, s.split) for s in from_dir.samples
+    ]
+    for split in ("train", "val"):
+        for a, b in zip(load_all(from_zip, split), load_all(from_dir, split), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    shutil.copytree(root, tmp_path / "src" / "outer" / "second")
+    two = Path(shutil.make_archive(str(tmp_path / "two"), "zip", tmp_path / "src"))
+    with pytest.raises(DatasetError, match="holds 2 datasets"):
+        read_export(two)
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../evil/labelmap.txt", "x")
+    with pytest.raises(DatasetError, match="would unpack outside"):
+        read_export(bad)
+
+
+def test_index_to_colour_round_trip_is_exact_for_every_class(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    classes = tuple(
+        SegClass(f"class {i}", tuple(int(v) for v in rng.integers(0, 256, 3))) for i in range(40)
+    )
+    index = rng.integers(0, 40, (32, 48)).astype(np.uint8)
+    root = write_cvat(tmp_path / "e", {"train": {"a": index}, "val": {"b": index[:8]}}, classes)
+    np.testing.assert_array_equal(load_all(read_export(root), "train")[0], index)
+
+
+def test_write_labelmap_round_trips(tmp_path: Path):
+    write_labelmap(tmp_path / "labelmap.txt", CLASSES)
+    assert parse_labelmap(tmp_path / "labelmap.txt") == CLASSES

@@ -33,6 +33,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _recursive_=False,
     )
     classes = [{"name": c.name, "color": list(c.color)} for c in datamodule.classes]
+    datamodule.write_splits(run_dir / "splits")
     ckpt_path = to_absolute_path(cfg.ckpt_path) if cfg.ckpt_path else None
     if ckpt_path:
         check_checkpoint_classes(ckpt_path, classes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -11,10 +11,14 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import to_absolute_path
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from seglab.data.cvat import DatasetError, SegClass, SegmentationExport, read_export
-from seglab.data.dataset import SegmentationDataset
+from seglab.data.cvat import SegClass, SegmentationExport, read_export
+from seglab.data.dataset import SegmentationDataset, build_decoder
+from seglab.data.errors import DatasetError
+from seglab.data.masks import MaskDecoder
+from seglab.data.scan import ScanReport, raise_on_problems, scan_export
 from seglab.data.transforms import build_eval_transform, build_train_transform
 
 
@@ -28,11 +32,16 @@ class SegmentationDataModule(L.LightningDataModule):
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         ignore_index: int = 255,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str | None = "test",
         images_dir: str | None = None,
         labelmap: str | None = None,
+        classes: Sequence[str] | None = None,
+        class_order: Sequence[str] | None = None,
+        ignore_classes: Sequence[str] = (),
+        subset_map: Mapping[str, str] | None = None,
+        missing_masks: str = "error",
+        unknown_colors: str = "error",
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
         augmentation: Sequence[dict[str, Any]] = (),
         demo: bool = False,
     ):
@@ -50,28 +59,47 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = _resolve_workers(num_workers)
         self.mean, self.std = tuple(mean), tuple(std)
         self.ignore_index = ignore_index
-        self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
+        self.read_options = {
+            "classes": list(classes) if classes else None,
+            "class_order": list(class_order) if class_order else None,
+            "ignore_classes": list(ignore_classes or ()),
+            "subset_map": dict(subset_map or {}),
+            "missing_masks": missing_masks,
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+        }
+        self.unknown_colors = unknown_colors
         self.augmentation = list(augmentation)
         self.demo = demo
+        self.scan_report: ScanReport | None = None
 
     def prepare_data(self) -> None:
         if self.demo and not self.path.exists():
             from seglab.demo import write_demo_export
 
-            print(f"Writing the demo CVAT export to {self.path}")
+            _say(f"Writing the demo CVAT export to {self.path}")
             write_demo_export(self.path)
 
     @cached_property
     def export(self) -> SegmentationExport:
+        """The parsed dataset, every mask already checked; problems stop the run here."""
         self.prepare_data()
-        export = read_export(self.path, images_dir=self.images_dir, labelmap=self.labelmap)
-        for split in (self.train_split, self.val_split):
+        export = read_export(
+            self.path, images_dir=self.images_dir, labelmap=self.labelmap, **self.read_options
+        )
+        for note in export.notes:
+            _say(note)
+        self.scan_report = scan_export(export, self._decoder(export))
+        raise_on_problems(self.scan_report)
+        for split in ("train", "val"):
             if not export.split(split):
                 raise DatasetError(
-                    f"{self.path}: split {split!r} is empty or missing; the export has "
-                    f"{export.splits}. Set data.train_split / data.val_split to subset names "
-                    "from ImageSets/Segmentation"
+                    f"{export.root}: no {split!r} images; the dataset has {export.splits}. Name "
+                    "subsets train/val(idation)/test, or map yours: data.subset_map={name: split}"
                 )
+        sizes = ", ".join(f"{s} {len(export.split(s))}" for s in export.splits)
+        n = len(export.classes)
+        _say(f"Dataset {export.root} ({export.layout} layout): {n} classes; {sizes}")
         return export
 
     @property
@@ -80,19 +108,33 @@ class SegmentationDataModule(L.LightningDataModule):
 
     @property
     def has_test(self) -> bool:
-        return bool(self.test_split) and bool(self.export.split(self.test_split))
+        return bool(self.export.split("test"))
 
-    def _dataset(self, split: str, train: bool) -> SegmentationDataset:
+    def dataset(self, split: str, train: bool = False) -> SegmentationDataset:
+        """The split's samples with train-time augmentation or the deterministic eval transform."""
         transform = (
             build_train_transform(self.augmentation, self.mean, self.std)
             if train
             else build_eval_transform(self.image_size, self.mean, self.std)
         )
-        return SegmentationDataset(self.export.split(split), self.classes, transform)
+        export = self.export
+        return SegmentationDataset(
+            export.split(split), self._decoder(export), transform, export.background_index
+        )
+
+    def write_splits(self, folder: Path) -> None:
+        """Record which image went to which split, so the run can be reproduced."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for split in self.export.splits:
+            ids = [s.id for s in self.export.split(split)]
+            (folder / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+
+    def _decoder(self, export: SegmentationExport) -> MaskDecoder:
+        return build_decoder(export, self.ignore_index, self.unknown_colors)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         return DataLoader(
-            self._dataset(split, train),
+            self.dataset(split, train),
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(self.export.split(split)) > self.batch_size,
@@ -102,15 +144,20 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_split, train=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_split, train=False)
+        return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
         if not self.has_test:
-            raise DatasetError(f"{self.path}: no {self.test_split!r} split to test on")
-        return self._loader(self.test_split, train=False)
+            raise DatasetError(f"{self.path}: no test split to test on")
+        return self._loader("test", train=False)
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    print(f"[seglab] {message}")
 
 
 def _resolve_workers(num_workers: int | str) -> int:

@@ -1,4 +1,4 @@
-"""Torch dataset: decode an image and its colour mask, map colours to classes, augment."""
+"""Torch dataset: decode an image and its mask, map the mask to class indices, augment."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seglab.data.cvat import DatasetError, Sample, SegClass
-from seglab.data.masks import ColorToIndex, read_color_mask
+from seglab.data.cvat import Sample, SegmentationExport
+from seglab.data.errors import DatasetError
+from seglab.data.masks import MaskDecoder
 
 Transform = Callable[..., dict]
 
@@ -24,13 +25,30 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def build_decoder(
+    export: SegmentationExport, ignore_index: int = 255, unknown_colors: str = "error"
+) -> MaskDecoder:
+    """Labelmap label -> training class index, ignored labels -> ignore_index."""
+    index = {c.name: i for i, c in enumerate(export.classes)}
+    targets = [
+        ignore_index if lb.name in export.ignored else index[lb.name] for lb in export.labels
+    ]
+    return MaskDecoder([lb.color for lb in export.labels], targets, ignore_index, unknown_colors)
+
+
 class SegmentationDataset(Dataset):
     def __init__(
-        self, samples: Sequence[Sample], classes: Sequence[SegClass], transform: Transform
+        self,
+        samples: Sequence[Sample],
+        decoder: MaskDecoder,
+        transform: Transform | None,
+        background_index: int | None = None,
     ):
+        """`background_index` fills samples that have no mask file (missing_masks=background)."""
         self.samples = list(samples)
-        self.to_index = ColorToIndex([c.color for c in classes])
+        self.decoder = decoder
         self.transform = transform
+        self.background_index = background_index
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -39,14 +57,18 @@ class SegmentationDataset(Dataset):
         """The raw image and its class-index mask, before any transform."""
         sample = self.samples[i]
         image = read_image(sample.image)
-        color_mask = read_color_mask(sample.mask)
-        if image.shape[:2] != color_mask.shape[:2]:
-            (mh, mw), (ih, iw) = color_mask.shape[:2], image.shape[:2]
+        if sample.mask is None:
+            if self.background_index is None:
+                raise DatasetError(f"{sample.image}: no mask and no background class to fill in")
+            return image, self.decoder.full(image.shape[:2], self.background_index)
+        mask = self.decoder(sample.mask)
+        if image.shape[:2] != mask.shape:
+            (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
             raise DatasetError(
                 f"{sample.mask}: mask is {mw}x{mh} but image {sample.image} is {iw}x{ih} (WxH); "
                 "resize neither: re-export the mask from CVAT for the image as it is"
             )
-        return image, self.to_index(color_mask, source=sample.mask)
+        return image, mask
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, mask = self.load(i)
