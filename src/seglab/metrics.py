@@ -7,16 +7,21 @@ prediction and target has IoU NaN and is left out of the mean; `ignore_index` pi
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 
 def metrics_from_confusion(confusion: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
-    """Per-class IoU and Dice, their NaN-skipping means, and pixel accuracy.
+    """Per-class IoU, Dice and accuracy, their NaN-skipping means, pixel accuracy and fwIoU.
 
-    `confusion[t, p]` counts pixels of true class t predicted as p.
+    `confusion[t, p]` counts pixels of true class t predicted as p. A class's accuracy (recall)
+    is NaN when it has no true pixel; its IoU and Dice only when it is also never predicted.
     """
     cm = confusion.double()
     tp = cm.diag()
@@ -26,16 +31,21 @@ def metrics_from_confusion(confusion: torch.Tensor, class_names: Sequence[str]) 
     nan = torch.tensor(float("nan"), dtype=cm.dtype, device=cm.device)
     iou = torch.where(union > 0, tp / union, nan)
     dice = torch.where(union > 0, 2 * tp / (support + predicted), nan)
+    acc = torch.where(support > 0, tp / support, nan)
     total = cm.sum()
     out = {
         "mIoU": _nanmean(iou),
         "mDice": _nanmean(dice),
+        "mAcc": _nanmean(acc),
         "pixel_acc": (tp.sum() / total).item() if total > 0 else math.nan,
+        # Each class's IoU weighted by its share of true pixels (absent classes weigh 0).
+        "fwIoU": (support * iou.nan_to_num()).sum().item() / total.item()
+        if total > 0
+        else math.nan,
     }
-    for name, value in zip(class_names, iou.tolist(), strict=False):
-        out[f"iou/{name}"] = value
-    for name, value in zip(class_names, dice.tolist(), strict=False):
-        out[f"dice/{name}"] = value
+    for key, values in (("iou", iou), ("dice", dice), ("acc", acc)):
+        for name, value in zip(class_names, values.tolist(), strict=False):
+            out[f"{key}/{name}"] = value
     return out
 
 
@@ -44,22 +54,116 @@ def _nanmean(values: torch.Tensor) -> float:
     return values[valid].mean().item() if valid.any() else math.nan
 
 
+SUMMARY = (
+    ("mean", "mIoU", "mDice", "mAcc"),
+    ("pixel accuracy", None, None, "pixel_acc"),
+    ("freq.-weighted IoU", "fwIoU", None, None),
+)
+
+
 def format_table(
     metrics: dict[str, float], class_names: Sequence[str], prefix: str = "val/"
 ) -> str:
-    """A plain-text per-class IoU table ending with mIoU, for the console."""
-    width = max([len("pixel accuracy"), *map(len, class_names)])
-    rows = [f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}", "-" * (width + 18)]
-    for name in class_names:
-        iou, dice = metrics[f"{prefix}iou/{name}"], metrics[f"{prefix}dice/{name}"]
-        rows.append(f"{name:<{width}}  {_fmt(iou)}  {_fmt(dice)}")
-    rows.append("-" * (width + 18))
-    rows.append(
-        f"{'mIoU':<{width}}  {_fmt(metrics[f'{prefix}mIoU'])}  {_fmt(metrics[f'{prefix}mDice'])}"
-    )
-    rows.append(f"{'pixel accuracy':<{width}}  {_fmt(metrics[f'{prefix}pixel_acc'])}")
+    """A plain-text per-class IoU / Dice / accuracy table, then the means, for the console."""
+    width = max([*(len(summary[0]) for summary in SUMMARY), *map(len, class_names)])
+    rule = "-" * (width + 27)
+
+    def row(label: str, *keys: str | None) -> str:
+        cells = [_fmt(metrics.get(f"{prefix}{k}", math.nan)) if k else " " * 7 for k in keys]
+        return (f"{label:<{width}}  " + "  ".join(cells)).rstrip()
+
+    rows = [f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'Acc':>7}", rule]
+    rows += [row(name, f"iou/{name}", f"dice/{name}", f"acc/{name}") for name in class_names]
+    rows += [rule, *(row(*summary) for summary in SUMMARY)]
     return "\n".join(rows)
 
 
 def _fmt(value: float) -> str:
     return f"{'n/a':>7}" if math.isnan(value) else f"{value:7.4f}"
+
+
+def write_confusion(
+    confusion: torch.Tensor, class_names: Sequence[str], stem: Path
+) -> tuple[Path, Path]:
+    """`<stem>.csv` with raw pixel counts and `<stem>.png`, a row-normalised heat map.
+
+    Rows are true classes, columns predicted ones; ignored pixels are not in the matrix.
+    """
+    counts = confusion.cpu().long().numpy()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = stem.with_suffix(".csv"), stem.with_suffix(".png")
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *class_names])
+        writer.writerows(
+            [name, *row] for name, row in zip(class_names, counts.tolist(), strict=True)
+        )
+    if not cv2.imwrite(str(png_path), draw_confusion(counts, class_names)):
+        raise OSError(f"{png_path}: could not write file")
+    return csv_path, png_path
+
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+CELL = 56  # pixels per matrix cell, room for "1.00"
+WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (210, 210, 210)
+
+
+def draw_confusion(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """A BGR heat map of each row's share (recall on the diagonal), class names on both axes.
+
+    A class with no true pixel has a grey row: there is nothing to normalise.
+    """
+    n = len(class_names)
+    support = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
+    label_w = max(_text_size(name, 0.5)[0] for name in class_names) + 16
+    title_h = _text_size("predicted", 0.6)[1] + 16
+    left, top = title_h + label_w, title_h + label_w
+    image = np.full((top + n * CELL + 8, left + n * CELL + 8, 3), 255, np.uint8)
+
+    colors = cv2.applyColorMap(np.round(shares * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    for t in range(n):
+        for p in range(n):
+            y, x = top + t * CELL, left + p * CELL
+            filled = support[t, 0] > 0
+            color = tuple(int(c) for c in colors[t, p]) if filled else GREY
+            cv2.rectangle(image, (x, y), (x + CELL - 1, y + CELL - 1), color, cv2.FILLED)
+            text = f"{shares[t, p]:.2f}" if filled else "-"
+            ink = BLACK if not filled or shares[t, p] > 0.6 else WHITE
+            _put_centered(image, text, x + CELL // 2, y + CELL // 2, 0.45, ink)
+        # True-class names right-aligned left of their row.
+        w, h = _text_size(class_names[t], 0.5)
+        cv2.putText(
+            image,
+            class_names[t],
+            (left - 8 - w, top + t * CELL + (CELL + h) // 2),
+            FONT,
+            0.5,
+            BLACK,
+            1,
+            cv2.LINE_AA,
+        )
+
+    # Predicted-class names read bottom to top above their column: draw flat, then rotate.
+    strip = np.full((CELL * n, label_w, 3), 255, np.uint8)
+    for p, name in enumerate(class_names):
+        w, h = _text_size(name, 0.5)
+        cv2.putText(strip, name, (8, p * CELL + (CELL + h) // 2), FONT, 0.5, BLACK, 1, cv2.LINE_AA)
+    image[title_h:top, left : left + n * CELL] = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    _put_centered(image, "predicted", left + n * CELL // 2, title_h // 2, 0.6, BLACK)
+    true_title = np.full((title_h, n * CELL, 3), 255, np.uint8)
+    _put_centered(true_title, "true", n * CELL // 2, title_h // 2, 0.6, BLACK)
+    image[top : top + n * CELL, :title_h] = cv2.rotate(true_title, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
+
+
+def _text_size(text: str, scale: float) -> tuple[int, int]:
+    (w, h), _ = cv2.getTextSize(text, FONT, scale, 1)
+    return w, h
+
+
+def _put_centered(
+    image: np.ndarray, text: str, cx: int, cy: int, scale: float, color: tuple[int, ...]
+) -> None:
+    w, h = _text_size(text, scale)
+    cv2.putText(image, text, (cx - w // 2, cy + h // 2), FONT, scale, color, 1, cv2.LINE_AA)

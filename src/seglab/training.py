@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab.data.cvat import DatasetError
 from seglab.data.datamodule import SegmentationDataModule
-from seglab.metrics import format_table
+from seglab.metrics import format_table, write_confusion
+from seglab.models.class_weights import pixel_counts, weights_from_counts
 from seglab.models.module import SegmentationModule
 
 
@@ -40,7 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     module = SegmentationModule(
         model=_plain(cfg.model),
-        loss=_plain(cfg.loss),
+        loss=loss_config(cfg, datamodule),
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.scheduler) or None,
         classes=classes,
@@ -74,11 +76,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if f"{stage}/mIoU" in metrics:
                 print(f"\n{stage} metrics ({best_ckpt or 'last weights'}):")
                 print(format_table(_nan_for_none(metrics), names, prefix=f"{stage}/"))
+                write_confusion(module.last_confusion[stage], names, run_dir / f"confusion_{stage}")
         print(f"\nRun directory:   {run_dir.resolve()}")
         print(f"Best checkpoint: {metrics['best_ckpt']}")
         if metrics["best_ckpt"]:
             print(f"Predict with:    python predict.py ckpt={metrics['best_ckpt']} input=<images>")
     return metrics
+
+
+def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str, Any]:
+    """The loss config with `class_weights: auto|median|inverse` replaced by the numbers.
+
+    The numbers, not the recipe, go into the checkpoint, so it rebuilds the same loss.
+    """
+    method = cfg.loss.get("class_weights")
+    if not isinstance(method, str):
+        return _plain(cfg.loss)
+    counts = datamodule.scan_report.pixels.get("train") if datamodule.scan_report else None
+    if counts is None:
+        train = datamodule.dataset("train")
+        counts = pixel_counts(
+            lambda i: train.load(i)[1], len(train), len(datamodule.classes), datamodule.ignore_index
+        )
+    weights = weights_from_counts(counts, method)
+    names = [c.name for c in datamodule.classes]
+    print(f"[seglab] class weights ({method}): {dict(zip(names, weights, strict=True))}")
+    cfg = copy.deepcopy(cfg)  # the caller's config keeps the recipe
+    cfg.loss.class_weights = weights  # terms that read ${loss.class_weights} follow
+    return _plain(cfg.loss)
 
 
 def check_checkpoint_classes(ckpt_path: str, classes: list[dict[str, Any]]) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import segmentation_models_pytorch as smp
+import torch
 from torch import nn
+
+TIMM_PREFIX = "tu-"  # smp's prefix for any timm backbone, e.g. tu-vit_tiny_patch16_224
 
 
 class ModelConfigError(ValueError):
@@ -18,21 +21,19 @@ def create_model(
     encoder_name: str = "resnet34",
     encoder_weights: str | None = "imagenet",
     in_channels: int = 3,
+    freeze_encoder: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
-    """`smp.create_model` that names the valid choices and explains failed weight downloads."""
-    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
-    if arch.lower() not in archs:
-        raise ModelConfigError(
-            f"model.arch={arch!r} is not an smp architecture; choose one of {archs}"
-        )
-    encoders = smp.encoders.get_encoder_names()
-    if encoder_name not in encoders:
-        raise ModelConfigError(
-            f"model.encoder_name={encoder_name!r} is not an smp encoder; choose one of {encoders}"
-        )
+    """`smp.create_model` that names the valid choices and explains failed weight downloads.
+
+    `freeze_encoder` also keeps the encoder's normalisation statistics fixed (smp's own freeze);
+    `channels_last` and `compile` are speed options that leave the state dict unchanged.
+    """
+    check_names(arch, encoder_name)
     try:
-        return smp.create_model(
+        model = smp.create_model(
             arch,
             encoder_name=encoder_name,
             encoder_weights=encoder_weights,
@@ -49,3 +50,35 @@ def create_model(
             "model.encoder_weights=null to the command line; or copy the weights into the "
             "Hugging Face / torch hub cache on a machine with internet access."
         ) from err
+    if freeze_encoder:
+        model.freeze_encoder()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()  # in place: parameter names, hence checkpoints, stay the same
+    return model
+
+
+def check_names(arch: str, encoder_name: str) -> None:
+    """Fail before any weights are built, listing what would have been accepted."""
+    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+    if arch.lower() not in archs:
+        raise ModelConfigError(
+            f"model.arch={arch!r} is not an smp architecture; choose one of {archs}"
+        )
+    if encoder_name.startswith(TIMM_PREFIX):
+        import timm
+
+        if not timm.is_model(encoder_name.removeprefix(TIMM_PREFIX)):
+            raise ModelConfigError(
+                f"model.encoder_name={encoder_name!r}: timm has no model "
+                f"{encoder_name.removeprefix(TIMM_PREFIX)!r}; list them with "
+                "python -c 'import timm; print(timm.list_models())'"
+            )
+        return
+    encoders = smp.encoders.get_encoder_names()
+    if encoder_name not in encoders:
+        raise ModelConfigError(
+            f"model.encoder_name={encoder_name!r} is not an smp encoder; choose one of "
+            f"{encoders}, or any timm model as 'tu-<name>'"
+        )

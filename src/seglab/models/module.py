@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 import seglab
 from seglab.metrics import metrics_from_confusion
+from seglab.models.optim import param_groups
 
 
 class SegmentationModule(L.LightningModule):
@@ -50,6 +51,8 @@ class SegmentationModule(L.LightningModule):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.model.get("channels_last"):
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -88,15 +91,19 @@ class SegmentationModule(L.LightningModule):
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()})
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        """Param groups from `optimizer.encoder_lr_mult`; the schedule decides its own interval."""
+        config = dict(self.hparams.optimizer)
+        encoder_lr_mult = float(config.pop("encoder_lr_mult", 1.0))
+        groups = param_groups(
+            self.net, config["lr"], config.get("weight_decay", 0.0), encoder_lr_mult
+        )
+        # Partial, then called: instantiate would turn the groups' dicts into DictConfigs.
+        optimizer = instantiate(config, _partial_=True)(groups)
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = instantiate(
+        schedulers = instantiate(
             self.hparams.scheduler,
             optimizer=optimizer,
             total_steps=int(self.trainer.estimated_stepping_batches),
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return [optimizer], list(schedulers)
