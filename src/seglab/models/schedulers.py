@@ -71,7 +71,8 @@ def onecycle(
     """
     # One spare step: torch raises if stepped past total_steps (e.g. after a resume).
     total = max(1, int(total_steps)) + 1
-    pct_start = 0.3 if warmup_steps is None else min(1.0, max(1, int(warmup_steps)) / total)
+    # torch peaks at step pct_start * total - 1; the other schedules peak at step warmup_steps.
+    pct_start = 0.3 if warmup_steps is None else min(1.0, (max(1, int(warmup_steps)) + 1) / total)
     scheduler = OneCycleLR(
         optimizer,
         max_lr=[group["lr"] for group in optimizer.param_groups],
