@@ -102,6 +102,14 @@ def test_channels_last_and_compile_keep_the_state_dict_names(tmp_path: Path):
     assert list(fast.state_dict()) == list(plain.state_dict())
 
 
+def test_pan_refuses_inputs_below_its_minimum_before_training():
+    with pytest.raises(ModelConfigError, match=r"at least 128x128 but data.image_size=\[64, 64\]"):
+        SegmentationModule(
+            model=model_config("pan"), loss={"_target_": "torch.nn.CrossEntropyLoss"},
+            optimizer={}, classes=CLASSES, image_size=[64, 64],
+        )  # fmt: skip
+
+
 def test_wrong_names_list_the_choices():
     with pytest.raises(ModelConfigError, match="choose one of .*'upernet'"):
         create_model("upernett", classes=2, encoder_weights=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -57,6 +58,20 @@ def create_model(
     if compile:
         model.compile()  # in place: parameter names, hence checkpoints, stay the same
     return model
+
+
+# Architectures that fail on small inputs, with the smallest side they accept.
+MIN_INPUT_SIZE = {"pan": 128}  # its attention pyramid halves the 1/16 feature map 3 times
+
+
+def check_input_size(arch: str, image_size: Sequence[int]) -> None:
+    """Refuse at start-up an input size the network would only reject at its first batch."""
+    smallest = MIN_INPUT_SIZE.get(arch.lower(), 0)
+    if min(image_size) < smallest:
+        raise ModelConfigError(
+            f"model.arch={arch} needs inputs of at least {smallest}x{smallest} but "
+            f"data.image_size={list(image_size)}; raise data.image_size or pick another model"
+        )
 
 
 def check_names(arch: str, encoder_name: str) -> None:

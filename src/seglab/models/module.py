@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 import seglab
 from seglab.metrics import metrics_from_confusion
+from seglab.models.factory import check_input_size
 from seglab.models.optim import param_groups
 
 
@@ -37,6 +38,7 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = [c["name"] for c in classes]
+        check_input_size(model.get("arch", ""), image_size)
         self.net = instantiate(model, classes=len(classes))
         self.criterion = instantiate(loss)
         self.val_confusion = self._confusion()
