@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate, to_absolute_path
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seglab.data.cvat import DatasetError
@@ -53,6 +53,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c]
+    if not loggers:  # logger=none: the LR monitor would have nowhere to write, and refuses
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.train:
