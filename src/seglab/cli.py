@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
+from omegaconf import OmegaConf
+
+from seglab.data.errors import DatasetError
 from seglab.demo import DEMO_SPLITS, write_demo_export
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seglab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="write the demo CVAT 'Segmentation Mask 1.1' export")
     demo.add_argument("path", help="folder to create (must not exist)")
     demo.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
@@ -19,13 +24,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.add_argument(
             f"--{split}", type=int, default=count, help=f"{split} images (default {count})"
         )
+
+    inspect = commands.add_parser(
+        "inspect", help="read a dataset as training would and report classes, splits and problems"
+    )
+    inspect.add_argument("path", help="dataset folder or .zip")
+    inspect.add_argument(
+        "options", nargs="*", metavar="KEY=VALUE",
+        help="data options as in training, e.g. ignore_classes=[void] missing_masks=background",
+    )  # fmt: skip
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         splits = {split: getattr(args, split) for split in DEMO_SPLITS}
         path = write_demo_export(args.path, size=args.size, seed=args.seed, splits=splits)
         print(f"Wrote demo CVAT export ({sum(splits.values())} images) to {path}")
-    return 0
+        return 0
+    return _inspect(args.path, args.options, args.json)
+
+
+def _inspect(path: str, options: list[str], as_json: bool) -> int:
+    from seglab.data.inspect import format_summary, inspect_dataset, to_json
+
+    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(options))
+    try:
+        summary = inspect_dataset(path, overrides)  # type: ignore[arg-type]
+    except DatasetError as err:  # the dataset cannot even be read: nothing to summarise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(to_json(summary) if as_json else format_summary(summary))
+    return 1 if summary["problems"] else 0
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def read_export(
     """Detect the layout under `path` and pair every image with its mask and split."""
     if missing_masks not in ("error", "background", "skip"):
         raise DatasetError(f"data.missing_masks={missing_masks!r}: use error, background or skip")
-    root = find_dataset_root(Path(path))
+    root = find_dataset_root(Path(path).expanduser().resolve())
     labels, label_source = _read_labels(root, labelmap, classes)
     notes: list[str] = []
     if len(labels) > CVAT_COLOR_LIMIT:

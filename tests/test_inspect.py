@@ -1,0 +1,65 @@
+"""`seglab inspect`, run as users run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.exports import striped, to_rgb, write_cvat
+
+
+def inspect(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "seglab.cli", "inspect", *args], capture_output=True, text=True
+    )
+
+
+def test_inspect_reports_classes_splits_and_pixel_shares(tmp_path: Path):
+    root = write_cvat(
+        tmp_path / "e", {"Train": {"a": striped(6, 5)}, "Validation": {"b": striped(2, 5)}}
+    )
+    result = inspect(str(root), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["layout"] == "cvat"
+    assert summary["classes"][2] == {"index": 2, "name": "blood vessel", "color": [51, 221, 255]}
+    assert summary["splits"]["train"] == {
+        "images": 1,
+        "pixels": {"background": 10, "tool": 10, "blood vessel": 10},
+        "missing_classes": [],
+    }
+    assert summary["splits"]["val"]["missing_classes"] == ["blood vessel"]
+    assert summary["suggested_class_weights"] == {
+        "background": 1.0,
+        "tool": 1.0,
+        "blood vessel": 1.0,
+    }
+    assert summary["problems"] == []
+
+    text = inspect(str(root))
+    assert "Layout:  cvat" in text.stdout and "val has no pixels of: blood vessel" in text.stdout
+
+
+def test_inspect_exits_nonzero_and_lists_problems(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}, "val": {"b": striped()}})
+    rgb = to_rgb(striped())
+    rgb[0, 0] = (7, 7, 7)
+    Image.fromarray(rgb).save(root / "SegmentationClass" / "a.png")
+    result = inspect(str(root), "--json")
+    assert result.returncode == 1
+    (problem,) = json.loads(result.stdout)["problems"]
+    assert "(7, 7, 7) (1 px) in 1 mask(s)" in problem and "a.png" in problem
+
+    ignored = inspect(str(root), "unknown_colors=ignore", "--json")
+    assert ignored.returncode == 0
+    assert json.loads(ignored.stdout)["unknown_values"] == [
+        {"value": [7, 7, 7], "pixels": 1, "files": 1}
+    ]
+
+    (root / "labelmap.txt").unlink()
+    unreadable = inspect(str(root))
+    assert unreadable.returncode == 2 and "labelmap" in unreadable.stderr
