@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.data.cvat import SegClass, write_labelmap
+from seglab.data.cvat import SegClass, index_colors, write_labelmap
 
 DEMO_CLASSES = (
     SegClass("background", (0, 0, 0)),
@@ -59,7 +59,7 @@ def write_demo_export(
                 )
                 class_rgb = np.asarray([c.color for c in DEMO_CLASSES], np.uint8)[classes]
                 cv2.imwrite(str(tmp / "SegmentationClass" / f"{item}.png"), class_rgb[..., ::-1])
-                object_rgb = voc_palette(int(instances.max()) + 1)[instances]
+                object_rgb = np.array(index_colors(int(instances.max()) + 1), np.uint8)[instances]
                 cv2.imwrite(str(tmp / "SegmentationObject" / f"{item}.png"), object_rgb[..., ::-1])
                 ids.append(item)
                 index += 1
@@ -151,17 +151,3 @@ def _berry_texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 _SHAPES = {1: _leaf_shape, 2: _stone_shape, 3: _berry_shape}
 _TEXTURES = {1: _leaf_texture, 2: _stone_texture, 3: _berry_texture}
-
-
-def voc_palette(n: int) -> np.ndarray:
-    """The Pascal VOC colour map CVAT uses for instance masks: 0 black, 1 (128,0,0), ..."""
-    palette = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette

@@ -184,7 +184,8 @@ def write_labelmap(path: Path, classes: Iterable[SegClass]) -> None:
 
 
 def index_colors(n: int) -> list[tuple[int, int, int]]:
-    """Distinct display colours for classes that have none (index masks): the VOC colour map."""
+    """The Pascal VOC colour map (0 black, 1 (128,0,0), ...): CVAT's instance colours, and display
+    colours for classes that have none (index masks)."""
     colors = []
     for i in range(n):
         c, r, g, b = i, 0, 0, 0
