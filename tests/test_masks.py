@@ -111,3 +111,22 @@ def test_dataset_refuses_size_mismatch(export_root: Path):
     dataset = SegmentationDataset(export.split("train"), build_decoder(export), None)
     with pytest.raises(DatasetError, match=r"a\.png: mask is 5x8 but image .*a\.jpg is 5x6"):
         dataset.load(0)
+
+
+def test_exif_rotated_image_pairs_with_the_mask_as_cvat_shows_it(export_root: Path):
+    """A phone photo stored 6 wide x 5 high with EXIF 'rotate 90°' is shown, annotated and
+    decoded 5 wide x 6 high; scan and loader must both accept its 5x6 mask and refuse a 6x5 one."""
+    image = export_root / "JPEGImages" / "a.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(image, exif=exif)
+    export = read_export(export_root)
+    decoder = build_decoder(export)
+    dataset = SegmentationDataset(export.split("train"), decoder, None)
+    assert scan_export(export, decoder).problems == []
+    assert dataset.load(0)[0].shape[:2] == MASK.shape == (6, 5)
+
+    Image.fromarray(to_rgb(striped(5, 6))).save(mask_path(export_root))
+    assert "a.png: mask is 6x5 but image" in scan_export(export, decoder).problems[0]
+    with pytest.raises(DatasetError, match=r"a\.png: mask is 6x5"):
+        dataset.load(0)

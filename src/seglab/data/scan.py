@@ -67,12 +67,19 @@ def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
     return report
 
 
+EXIF_ORIENTATION = 0x0112
+ROTATED_90 = (5, 6, 7, 8)  # orientations that swap width and height
+
+
 def _scan_one(
     sample: Sample, decoder: MaskDecoder, num_classes: int, background_index: int | None
 ) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None]:
     try:
         with Image.open(sample.image) as image:  # reads the header only
             width, height = image.size
+            # OpenCV, like CVAT, shows the image turned by its EXIF orientation; so must the check.
+            if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_90:
+                width, height = height, width
     except (OSError, SyntaxError, ValueError) as err:
         return None, {}, f"{sample.image}: cannot read image ({err})"
     if sample.mask is None:
