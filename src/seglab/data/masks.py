@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -26,14 +27,27 @@ def index_dtype(num_classes: int) -> type[np.unsignedinteger]:
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """Pack an (..., 3) uint8 RGB array into one int32 per pixel, for exact lookup."""
-    rgb = rgb.astype(np.int32, copy=False)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    """One integer per pixel of an (..., 3) uint8 RGB array, `R | G << 8 | B << 16`.
+
+    Each pixel's key is read as a little-endian 32-bit word straight from the pixel buffer (stride
+    3 bytes, top byte masked off): one pass, 3x faster than shifting the channels together.
+    """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    flat = rgb.reshape(-1)
+    count = flat.size // 3
+    keys = np.empty(count, np.intp)
+    if count > 1:  # the last pixel's word would read one byte past the buffer: do it apart
+        words = np.ndarray((count - 1,), dtype="<u4", buffer=flat, strides=(3,))
+        np.bitwise_and(words, 0xFFFFFF, out=keys[:-1], casting="unsafe")
+    if count:
+        r, g, b = (int(v) for v in flat[-3:])
+        keys[-1] = r | g << 8 | b << 16
+    return keys.reshape(rgb.shape[:-1])
 
 
 def unpack_rgb(key: int) -> tuple[int, int, int]:
     key = int(key)
-    return (key >> 16) & 255, (key >> 8) & 255, key & 255
+    return key & 255, (key >> 8) & 255, (key >> 16) & 255
 
 
 @dataclass(frozen=True)
@@ -67,9 +81,25 @@ class MaskDecoder:
         self.ignore_index = ignore_index
         self.unknown_colors = unknown_colors
         self.targets = np.asarray(label_targets, dtype=self.dtype)
-        keys = pack_rgb(np.asarray(label_colors, dtype=np.uint8).reshape(-1, 3))
-        order = np.argsort(keys)
-        self._keys, self._key_targets = keys[order], self.targets[order]
+        self._colors = np.asarray(label_colors, dtype=np.uint8).reshape(-1, 3)
+        # Slot 0 is "not in the labelmap"; slot i + 1 is label i.
+        self._slot_targets = np.concatenate([[ignore_index], self.targets]).astype(self.dtype)
+        self._build_lut()
+
+    def _build_lut(self) -> None:
+        """A table over all 2^24 colours -> label slot: one gather per pixel, 16 MB per process
+        (a binary search over the labelmap was 3x slower than decoding the PNG itself)."""
+        lut = np.zeros(1 << 24, np.uint8 if len(self._colors) < 256 else np.uint16)
+        lut[pack_rgb(self._colors)] = np.arange(1, len(self._colors) + 1)
+        self._lut = lut
+
+    def __getstate__(self) -> dict:
+        """Data-loader workers rebuild the table rather than receive 16 MB through a pipe."""
+        return {**self.__dict__, "_lut": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_lut()
 
     def __call__(self, path: Path) -> np.ndarray:
         """The class-index mask of `path`; unknown values raise unless unknown_colors=ignore."""
@@ -92,13 +122,12 @@ class MaskDecoder:
 
     def _from_colors(self, rgb: np.ndarray) -> Decoded:
         packed = pack_rgb(rgb)
-        pos = np.searchsorted(self._keys, packed).clip(max=len(self._keys) - 1)
-        known = self._keys[pos] == packed
-        mask = self._key_targets[pos]
-        if known.all():
+        slots = np.take(self._lut, packed)  # np.take: 2x faster than fancy indexing here
+        mask = np.take(self._slot_targets, slots)  # unknown colours (slot 0) -> ignore_index
+        unknown_px = slots == 0
+        if not unknown_px.any():
             return Decoded(mask, {})
-        mask[~known] = self.ignore_index
-        values, counts = np.unique(packed[~known], return_counts=True)
+        values, counts = np.unique(packed[unknown_px], return_counts=True)
         unknown = {unpack_rgb(v): int(n) for v, n in zip(values, counts, strict=True)}
         return Decoded(mask, unknown)
 
@@ -114,11 +143,16 @@ class MaskDecoder:
 
 def read_mask_array(path: Path) -> np.ndarray:
     """(H, W, 3) RGB for colour masks, (H, W) integers for single-channel (index) masks."""
+    if _png_header(path) == (8, PNG_TRUECOLOR):  # CVAT's own kind: OpenCV decodes it ~2x faster
+        bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+            raise DatasetError(f"{path}: cannot read mask (corrupt PNG)")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
-            if mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
+            if mode in ("RGB", "RGBA") and _png_header(path)[0] == 16:
                 # Pillow would silently truncate the channels to 8 bits.
                 raise DatasetError(
                     f"{path}: 16-bit {mode} mask; colour masks must be 8-bit RGB PNGs"
@@ -152,11 +186,19 @@ def read_mask_array(path: Path) -> np.ndarray:
     )
 
 
-def _png_bit_depth(path: Path) -> int | None:
-    """Bits per channel from a PNG's IHDR chunk (byte 24), None for other formats."""
-    with open(path, "rb") as f:
-        header = f.read(25)
-    return header[24] if header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 25 else None
+PNG_TRUECOLOR = 2  # IHDR colour type of an RGB PNG without alpha
+
+
+def _png_header(path: Path) -> tuple[int | None, int | None]:
+    """(bits per channel, colour type) from a PNG's IHDR chunk; (None, None) for other files."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(26)
+    except OSError:
+        return None, None  # Pillow reports the missing or unreadable file with its own words
+    if header[:8] != b"\x89PNG\r\n\x1a\n" or len(header) < 26:
+        return None, None
+    return header[24], header[25]
 
 
 def describe_unknown(unknown: dict[tuple[int, ...], int]) -> str:
