@@ -33,6 +33,7 @@ def trained_run(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     metrics = run(cfg)
     return {
+        "export": tiny_export,
         "run_dir": run_dir,
         "metrics": metrics,
         "metrics_json": json.loads((run_dir / "metrics.json").read_text()),

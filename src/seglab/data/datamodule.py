@@ -11,8 +11,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import to_absolute_path
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from seglab.data.cvat import SegClass, SegmentationExport, read_export
 from seglab.data.dataset import SegmentationDataset, build_decoder
@@ -122,6 +123,7 @@ class SegmentationDataModule(L.LightningDataModule):
             export.split(split), self._decoder(export), transform, export.background_index
         )
 
+    @rank_zero_only
     def write_splits(self, folder: Path) -> None:
         """Record which image went to which split, so the run can be reproduced."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -133,14 +135,26 @@ class SegmentationDataModule(L.LightningDataModule):
         return build_decoder(export, self.ignore_index, self.unknown_colors)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.dataset(split, train)
         return DataLoader(
-            self.dataset(split, train),
+            dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=None if train else self._eval_sampler(dataset),
             drop_last=train and len(self.export.split(split)) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+        )
+
+    def _eval_sampler(self, dataset: SegmentationDataset) -> Sampler | None:
+        """Under DDP, each image on exactly one process. Lightning's default DistributedSampler
+        pads the last batch with repeated images, which would count their pixels twice."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def train_dataloader(self) -> DataLoader:

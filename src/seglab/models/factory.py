@@ -25,12 +25,15 @@ def create_model(
     freeze_encoder: bool = False,
     channels_last: bool = False,
     compile: bool = False,
+    sync_batchnorm: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """`smp.create_model` that names the valid choices and explains failed weight downloads.
 
     `freeze_encoder` also keeps the encoder's normalisation statistics fixed (smp's own freeze);
     `channels_last` and `compile` are speed options that leave the state dict unchanged.
+    `sync_batchnorm` is carried out by the Trainer (`trainer.sync_batchnorm` follows it), which
+    swaps the layers only when several processes train.
     """
     check_names(arch, encoder_name)
     try:

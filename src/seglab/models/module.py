@@ -59,8 +59,7 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
-        # Float32 loss: Dice-type losses lose precision in half precision.
-        loss = self.criterion(logits.float(), batch["mask"])
+        loss = self._loss(logits, batch["mask"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -80,9 +79,15 @@ class SegmentationModule(L.LightningModule):
         self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix, stage: str
     ) -> None:
         logits = self(batch["image"])
-        loss = self.criterion(logits.float(), batch["mask"])
+        loss = self._loss(logits, batch["mask"])
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
         confusion.update(logits.argmax(dim=1), batch["mask"])
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss in float32 even under 16-mixed/bf16-mixed: softmax sums in Dice, Lovász's
+        sorted cumulative sums and focal's (1 - p)^gamma lose too much precision in half."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.criterion(logits.float(), target)
 
     def _log_epoch_metrics(self, confusion: MulticlassConfusionMatrix, stage: str) -> None:
         matrix = confusion.compute()  # summed over all DDP ranks
