@@ -3,13 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from seglab.training import run
+from seglab.sweep import run_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
-    return metrics.get(cfg.get("optimized_metric") or "")  # objective for sweepers
+    return run_job(cfg)  # cfg.optimized_metric, the objective for sweepers
 
 
 if __name__ == "__main__":
