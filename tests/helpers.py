@@ -19,7 +19,7 @@ TINY = [
 ]
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
+def compose_train(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """The real conf/train.yaml, composed as `python train.py <overrides>` would."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)

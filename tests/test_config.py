@@ -22,6 +22,8 @@ def plain(node: DictConfig) -> dict:
 
 def build(group: str, cfg: DictConfig) -> object:
     """What train.py makes of the group, with stand-ins for the objects it would pass in."""
+    if group == "hparams_search":  # a global package: it configures Hydra's sweeper
+        return build_sweeper(cfg)
     node = cfg[group]
     if group == "model":
         return instantiate(plain(node), classes=2)
@@ -40,8 +42,19 @@ def build(group: str, cfg: DictConfig) -> object:
     return instantiate(node)
 
 
+def build_sweeper(cfg: DictConfig) -> object:
+    """The search space names real groups and keys, and the sampler builds."""
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode.name == "MULTIRUN"
+    for key in sweeper.params:
+        group = ROOT / "conf" / key
+        assert group.is_dir() or OmegaConf.select(cfg, key) is not None, key
+    return instantiate(sweeper.sampler)
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Path):
+    hydra = group == "hparams_search"  # its options only change the hydra node
     cfg = compose_train(
         [
             f"{group}={option}",
@@ -52,9 +65,10 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
             "trainer.accelerator=cpu",  # trainer=gpu composes on a machine without one
         ]
         if group != "model"
-        else [f"model={option}", "model.encoder_weights=null", f"run_dir={tmp_path}"]
+        else [f"model={option}", "model.encoder_weights=null", f"run_dir={tmp_path}"],
+        return_hydra_config=hydra,
     )
-    assert cfg[group] is not None
+    assert hydra or cfg[group] is not None
     built = build(group, cfg)
     assert built is not None
 
