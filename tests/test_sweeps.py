@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.helpers import ROOT, TINY
 
-FAST = [*TINY, "model.encoder_weights=null", "trainer.max_epochs=1", "logger=none", "test=false"]
+FAST = [*TINY, "model.encoder_weights=null", "trainer.max_epochs=1", "test=false"]
 
 
 def sweep(tiny_export: Path, sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def summary(sweep_dir: Path) -> list[dict[str, str]]:
 
 def test_multirun_goes_on_past_a_failed_job_and_summarises(tiny_export: Path, tmp_path: Path):
     # pan refuses 64 px inputs at start-up: a real failure in the middle of a sweep.
-    result = sweep(tiny_export, tmp_path, "-m", "model=pan,unet")
+    result = sweep(tiny_export, tmp_path, "-m", "model=pan,unet", "logger=wandb")
     rows = summary(tmp_path)
     assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [
         ("0", "failed", "model=pan"),
@@ -39,10 +39,13 @@ def test_multirun_goes_on_past_a_failed_job_and_summarises(tiny_export: Path, tm
     assert "needs inputs of at least 128x128" in (tmp_path / "0" / "error.txt").read_text()
     assert (tmp_path / "1" / "metrics.json").is_file()
     assert "1 job(s) failed: 0" in result.stdout
+    # The W&B run is grouped by sweep (the failed job stopped before W&B started).
+    (history,) = (tmp_path / "1" / "wandb").glob("offline-run-*/*.wandb")
+    assert f"train-{tmp_path.parent.name}-{tmp_path.name}".encode() in history.read_bytes()
 
 
 def test_optuna_search_runs_trials_and_reports_the_best(tiny_export: Path, tmp_path: Path):
-    sweep(tiny_export, tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
+    sweep(tiny_export, tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "logger=none")
     rows = summary(tmp_path)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all("optimizer.lr=" in r["overrides"] and "model=" in r["overrides"] for r in rows)

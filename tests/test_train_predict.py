@@ -17,6 +17,7 @@ import torch
 from seglab.data.cvat import DatasetError, SegClass, write_labelmap
 from seglab.inference import load_predictor
 from seglab.models.factory import ModelConfigError, create_model
+from seglab.sweep import run_job
 from seglab.training import run
 from tests.helpers import ROOT, TINY, compose_train
 
@@ -115,12 +116,14 @@ def test_train_py_command_line_with_deeplab_and_dice_ce(tiny_export: Path, tmp_p
 def test_wandb_logger_runs_offline(
     tiny_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    """Offline, no login: history, config, per-class tables, masked predictions, checkpoint."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = compose_train(
         [
             *TINY,
-            "logger=wandb",
+            "logger=[csv,wandb]",
+            "logger.wandb.log_model=true",
             f"data.path={tiny_export}",
             f"run_dir={tmp_path}",
             "trainer.max_epochs=1",
@@ -128,10 +131,18 @@ def test_wandb_logger_runs_offline(
             "~callbacks.early_stopping",
         ]
     )
-    metrics = run(cfg)
-    assert "val/mIoU" in metrics
-    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
+    assert run_job(cfg) is not None  # as train.py runs it: the W&B run is finished after it
+    assert (tmp_path / "csv" / "metrics.csv").is_file()  # both loggers ran
+    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    (history,) = offline_run.glob("*.wandb")
+    records = history.read_bytes()
+    for key in (b"val/mIoU", b"val/iou/berry", b"train/loss_step", b"val/per_class"):
+        assert key in records, key
+    assert b"encoder_name" in records and b"run_dir" in records  # the resolved config
+    assert b"model-" in records  # log_model: the checkpoint artifact
+    media = offline_run / "files" / "media"
+    assert list((media / "images" / "mask" / "val").glob("predictions_*.mask.png"))
+    assert list((media / "table" / "val").glob("per_class_*.table.json"))
 
 
 def test_checkpoint_from_another_label_set_is_refused(

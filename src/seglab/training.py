@@ -56,6 +56,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # logger=none: the LR monitor would have nowhere to write, and refuses
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:  # the whole resolved config, not only the module's arguments
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
