@@ -3,24 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from seglab.inference import predict_folder
+from seglab.prediction import run, summary_line
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="conf/predict", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    summary = predict_folder(
-        ckpt=cfg.ckpt,
-        source=cfg.input,
-        output=cfg.output,
-        device=cfg.device,
-        overlay_alpha=cfg.overlay_alpha,
-    )
-    rate = summary["images"] / max(summary["seconds"], 1e-9)
-    print(
-        f"Predicted {summary['images']} image(s) in {summary['seconds']:.1f} s "
-        f"({rate:.1f} images/s)"
-    )
+    summary = run(cfg)
+    print(summary_line(summary))
     print(f"Output: {summary['output']}")
+    if "cvat_export" in summary:
+        print(f"CVAT export: {summary['cvat_export']} (import as Segmentation mask 1.1)")
 
 
 if __name__ == "__main__":

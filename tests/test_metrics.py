@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seglab.inference import load_predictor
+from seglab.inference import load_checkpoint
 from seglab.metrics import CELL, format_table, metrics_from_confusion, write_confusion
 from seglab.training import run
 from tests.helpers import TINY, compose_train
@@ -121,4 +121,5 @@ def test_a_run_writes_confusion_files_weights_and_a_warmup_in_the_logged_lr(
     weights = ckpt["hyper_parameters"]["loss"]["class_weights"]
     assert len(weights) == len(CLASS_NAMES) and all(w >= 0 for w in weights)
     assert ckpt["hyper_parameters"]["loss"]["losses"]["dice"]["class_weights"] == weights
-    assert load_predictor(metrics["best_ckpt"], device="cpu").module.criterion is not None
+    module, _ = load_checkpoint(metrics["best_ckpt"], torch.device("cpu"))
+    assert module.criterion is not None  # the stored weights rebuild the loss

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from seglab.data.errors import DatasetError
 from seglab.demo import DEMO_SPLITS, write_demo_export
+from seglab.export import OPSET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="data options as in training, e.g. ignore_classes=[void] missing_masks=background",
     )  # fmt: skip
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    export = commands.add_parser(
+        "export", help="export a checkpoint to ONNX, checked against PyTorch on random inputs"
+    )
+    export.add_argument(
+        "options", nargs="+", metavar="KEY=VALUE",
+        help=f"ckpt=PATH output=model.onnx [opset={OPSET}] [tolerance=1e-3]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -41,7 +50,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = write_demo_export(args.path, size=args.size, seed=args.seed, splits=splits)
         print(f"Wrote demo CVAT export ({sum(splits.values())} images) to {path}")
         return 0
+    if args.command == "export":
+        return _export(args.options)
     return _inspect(args.path, args.options, args.json)
+
+
+def _export(options: list[str]) -> int:
+    from seglab.export import export_onnx
+
+    given = OmegaConf.to_container(OmegaConf.from_dotlist(options))
+    unknown = sorted(set(given) - {"ckpt", "output", "opset", "tolerance"})
+    if unknown or "ckpt" not in given or "output" not in given:
+        print(
+            f"error: seglab export ckpt=PATH output=model.onnx [opset={OPSET}] [tolerance=1e-3]"
+            + (f"; unknown key(s): {', '.join(unknown)}" if unknown else ""),
+            file=sys.stderr,
+        )
+        return 2
+    report = export_onnx(
+        given["ckpt"],
+        given["output"],
+        opset=int(given.get("opset", OPSET)),
+        tolerance=float(given.get("tolerance", 1e-3)),
+    )
+    for note in report.notes:
+        print(f"[seglab] note: {note}")
+    print(f"Wrote {report.path} (opset {report.opset}; dynamic batch"
+          f"{', height and width' if report.dynamic_size else ''}). ONNX vs PyTorch:")  # fmt: skip
+    print(report.table())
+    return 0
 
 
 def _inspect(path: str, options: list[str], as_json: bool) -> int:

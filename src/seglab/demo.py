@@ -7,14 +7,13 @@ trained from scratch on a CPU learns it in minutes, yet no class is one flat col
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from seglab.data.cvat import SegClass, index_colors, write_labelmap
+from seglab.data.cvat import SegClass
+from seglab.data.cvat_writer import CvatWriter
 
 DEMO_CLASSES = (
     SegClass("background", (0, 0, 0)),
@@ -29,46 +28,20 @@ def write_demo_export(
     path: str | Path, size: int = 128, seed: int = 0, splits: dict[str, int] | None = None
 ) -> Path:
     """Write the export to `path` (which must not exist yet) and return it."""
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; choose a new folder for the demo export")
     splits = dict(DEMO_SPLITS if splits is None else splits)
     rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written next to the target and renamed at the end, so a crash never leaves half an export.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        for sub in (
-            "JPEGImages",
-            "SegmentationClass",
-            "SegmentationObject",
-            "ImageSets/Segmentation",
-        ):
-            (tmp / sub).mkdir(parents=True)
-        write_labelmap(tmp / "labelmap.txt", DEMO_CLASSES)
-        index = 0
+    index = 0
+    with CvatWriter(path, DEMO_CLASSES) as writer:
         for split, count in splits.items():
-            ids = []
             for _ in range(count):
-                item = f"field_{index:04d}"
                 image, classes, instances = render_scene(rng, size)
-                cv2.imwrite(
-                    str(tmp / "JPEGImages" / f"{item}.jpg"),
-                    image[..., ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, 92],
+                ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+                assert ok, "OpenCV could not encode a JPEG"
+                writer.add(
+                    f"field_{index:04d}", classes, instances, split, (jpeg.tobytes(), ".jpg")
                 )
-                class_rgb = np.asarray([c.color for c in DEMO_CLASSES], np.uint8)[classes]
-                cv2.imwrite(str(tmp / "SegmentationClass" / f"{item}.png"), class_rgb[..., ::-1])
-                object_rgb = np.array(index_colors(int(instances.max()) + 1), np.uint8)[instances]
-                cv2.imwrite(str(tmp / "SegmentationObject" / f"{item}.png"), object_rgb[..., ::-1])
-                ids.append(item)
                 index += 1
-            (tmp / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -177,10 +177,14 @@ def _parse_color(text: str) -> tuple[int, int, int] | None:
     return rgb  # type: ignore[return-value]
 
 
-def write_labelmap(path: Path, classes: Iterable[SegClass]) -> None:
-    """Write a labelmap in the syntax CVAT's exporter uses."""
+def labelmap_text(classes: Iterable[SegClass]) -> str:
+    """A labelmap in the syntax CVAT's exporter uses."""
     lines = [LABELMAP_HEADER] + [f"{c.name}:{','.join(map(str, c.color))}::" for c in classes]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"
+
+
+def write_labelmap(path: Path, classes: Iterable[SegClass]) -> None:
+    Path(path).write_text(labelmap_text(classes), encoding="utf-8")
 
 
 def index_colors(n: int) -> list[tuple[int, int, int]]:

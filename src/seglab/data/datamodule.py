@@ -57,7 +57,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 "(the encoders downsample 5 times)"
             )
         self.batch_size = batch_size
-        self.num_workers = _resolve_workers(num_workers)
+        self.num_workers = resolve_workers(num_workers)
         self.mean, self.std = tuple(mean), tuple(std)
         self.ignore_index = ignore_index
         self.read_options = {
@@ -174,7 +174,7 @@ def _say(message: str) -> None:
     print(f"[seglab] {message}")
 
 
-def _resolve_workers(num_workers: int | str) -> int:
+def resolve_workers(num_workers: int | str) -> int:
     if num_workers == "auto":
         return min(8, os.cpu_count() or 1)
     return int(num_workers)

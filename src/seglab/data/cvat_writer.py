@@ -1,0 +1,134 @@
+"""Write CVAT "Segmentation Mask 1.1" exports, item by item, into a folder or a .zip.
+
+What CVAT's importer expects (see CVAT_FORMAT in the docs): `labelmap.txt`, colour masks in
+`SegmentationClass/<id>.png`, instance masks in `SegmentationObject/<id>.png` (VOC palette
+colours, black = no instance), one subset file per subset in `ImageSets/Segmentation/`, and the
+images in `JPEGImages/` only for an export "with images". The demo data and predict.py's
+`format=cvat` both write through here, so both are read back by the same parser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from seglab.data.cvat import BACKGROUND, SegClass, index_colors, labelmap_text
+from seglab.data.masks import colorize
+
+
+class CvatWriter:
+    """`with CvatWriter(path, classes) as w: w.add(item_id, class_mask)`.
+
+    `path` ending in `.zip` gets a zip file, anything else a folder; either appears only when
+    the writer closes without an error, so a crash never leaves half an export behind.
+    """
+
+    def __init__(self, path: str | Path, classes: Sequence[SegClass]):
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} already exists; choose a new path for the export")
+        self.classes = tuple(classes)
+        self._palette = np.asarray([c.color for c in self.classes], np.uint8)
+        names = [c.name for c in self.classes]
+        self._background = names.index(BACKGROUND) if BACKGROUND in names else None
+        self._subsets: dict[str, list[str]] = defaultdict(list)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.suffix.lower() == ".zip":
+            handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}-", dir=self.path.parent)
+            os.close(handle)
+            self._tmp = Path(tmp)
+            self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w")
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
+            self._zip = None
+
+    def add(
+        self,
+        item_id: str,
+        class_mask: np.ndarray,
+        instance_mask: np.ndarray | None = None,
+        subset: str = "default",
+        image: tuple[bytes, str] | None = None,
+    ) -> None:
+        """One item: its class-index mask, instance ids (default: connected regions of each
+        class other than background), and optionally the image file's bytes and extension."""
+        if instance_mask is None:
+            instance_mask = self.instances(class_mask)
+        self._put(f"SegmentationClass/{item_id}.png", _png(colorize(class_mask, self._palette)))
+        instance_colors = index_colors(int(instance_mask.max()) + 1)
+        self._put(
+            f"SegmentationObject/{item_id}.png", _png(colorize(instance_mask, instance_colors))
+        )
+        if image is not None:
+            data, extension = image
+            self._put(f"JPEGImages/{item_id}{extension}", data)
+        self._subsets[subset].append(item_id)
+
+    def instances(self, class_mask: np.ndarray) -> np.ndarray:
+        """Each 8-connected region of one class is an instance, numbered from 1."""
+        instances = np.zeros(class_mask.shape, np.int32)
+        count = 0
+        for value in np.unique(class_mask):
+            if value == self._background:
+                continue
+            n, regions = cv2.connectedComponents((class_mask == value).astype(np.uint8), None, 8)
+            inside = regions > 0
+            instances[inside] = regions[inside] + count
+            count += n - 1
+        return instances
+
+    def close(self) -> Path:
+        self._put("labelmap.txt", labelmap_text(self.classes).encode("utf-8"))
+        for subset, ids in self._subsets.items():
+            self._put(
+                f"ImageSets/Segmentation/{subset}.txt", "".join(f"{i}\n" for i in ids).encode()
+            )
+        if self._zip is not None:
+            self._zip.close()
+        self._tmp.rename(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._tmp.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> CvatWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _put(self, name: str, data: bytes) -> None:
+        if self._zip is not None:
+            self._zip.writestr(name, data, compress_type=zipfile.ZIP_STORED)  # PNGs are deflated
+            return
+        target = self._tmp / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError("could not encode a PNG mask")
+    return encoded.tobytes()

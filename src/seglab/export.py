@@ -1,0 +1,231 @@
+"""ONNX export of a checkpoint, checked against PyTorch at export time, and the onnxruntime
+backend of predict.py, which reuses every pre- and post-processing step of the torch backend:
+the classes, colours, normalisation and input size travel in the ONNX model's metadata.
+
+The graph maps a normalised float32 image batch `image` (N, 3, H, W) to `logits` (N, C, H, W),
+with N, H and W dynamic (H and W multiples of 32). Architectures whose pooling cannot follow a
+dynamic size (PSPNet and UPerNet's adaptive pooling) are exported at the training size, and the
+metadata says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seglab.inference import (
+    SIZE_MULTIPLE,
+    ModelInfo,
+    Predictor,
+    load_checkpoint,
+    resolve_device,
+)
+
+OPSET = 18  # ONNX opset of the graph; onnxruntime >= 1.14 runs it
+METADATA_KEY = "seglab"
+INSTALL_HINT = (
+    'ONNX needs extra packages: pip install "seglab[onnx]" (onnx, onnxscript, onnxruntime)'
+)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    opset: int
+    dynamic_size: bool
+    checks: list[dict[str, Any]] = field(default_factory=list)  # one per input shape tried
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = ["input shape        max |logit diff|   argmax agreement"]
+        for c in self.checks:
+            shape = "x".join(map(str, c["shape"]))
+            rows.append(f"{shape:<18} {c['max_abs_diff']:>16.2e}   {c['argmax_agreement']:>15.6f}")
+        return "\n".join(rows)
+
+
+class ParityError(RuntimeError):
+    """onnxruntime's logits differ from PyTorch's beyond the tolerance."""
+
+
+def export_onnx(
+    ckpt: str | Path, output: str | Path, opset: int = OPSET, tolerance: float = 1e-3
+) -> ExportReport:
+    """Export `ckpt` to `output`, then compare onnxruntime with PyTorch on random inputs.
+
+    The check fails (ParityError, the file is removed) when the largest logit difference
+    exceeds `tolerance` times max(1, the largest |logit|).
+    """
+    _require_onnx()
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise ValueError(f"output={output}: give a file name ending in .onnx")
+    if output.is_dir():
+        raise IsADirectoryError(f"output={output} is a folder; give a file name ending in .onnx")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    module, info = load_checkpoint(ckpt, torch.device("cpu"))
+    network = module.net.to(memory_format=torch.contiguous_format).eval()
+    height, width = info.image_size
+    other_size = (height + SIZE_MULTIPLE, width + 2 * SIZE_MULTIPLE)
+
+    report = ExportReport(output, opset, dynamic_size=True)
+    _export(network, info, output, opset, dynamic_size=True)
+    try:
+        report.checks = [
+            _parity(network, output, (1, 3, height, width), tolerance),
+            _parity(network, output, (2, 3, *other_size), tolerance),
+        ]
+    except Exception as err:  # runtime shape errors and mismatches alike
+        report.notes.append(
+            f"{info.arch}: the graph does not run at other input sizes ({_first_line(err)}); "
+            f"exported for {height}x{width} inputs only (predict with mode=resize or slide)"
+        )
+        report.dynamic_size = False
+        _export(network, info, output, opset, dynamic_size=False)
+        try:
+            report.checks = [
+                _parity(network, output, (1, 3, height, width), tolerance),
+                _parity(network, output, (2, 3, height, width), tolerance),
+            ]
+        except Exception:
+            output.unlink(missing_ok=True)
+            raise
+    return report
+
+
+def _export(
+    network: torch.nn.Module, info: ModelInfo, output: Path, opset: int, dynamic_size: bool
+) -> None:
+    import onnx
+
+    height, width = info.image_size
+    dims = {0: torch.export.Dim.DYNAMIC}
+    if dynamic_size:
+        dims |= {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    example = torch.randn(2, 3, height, width)
+    try:
+        program = torch.onnx.export(
+            network,
+            (example,),
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=({**dims},),
+            verbose=False,
+        )
+    except Exception as err:
+        raise RuntimeError(
+            f"ONNX export of {info.arch} failed ({type(err).__name__}: {_first_line(err)})"
+        ) from err
+    model = program.model_proto
+    metadata = {
+        METADATA_KEY: info.to_json(),
+        "seglab_dynamic_size": json.dumps(dynamic_size),
+        "seglab_classes": json.dumps(info.names),
+    }
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save_model(model, str(output))
+
+
+def _parity(
+    network: torch.nn.Module, path: Path, shape: tuple[int, ...], tolerance: float
+) -> dict[str, Any]:
+    session = _session(path, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator)
+    with torch.inference_mode():
+        expected = network(x).numpy()
+    actual = session.run(None, {"image": x.numpy()})[0]
+    if actual.shape != expected.shape:
+        raise ParityError(f"ONNX logits have shape {actual.shape}, PyTorch's {expected.shape}")
+    diff = float(np.abs(actual - expected).max())
+    agreement = float((actual.argmax(1) == expected.argmax(1)).mean())
+    scale = max(1.0, float(np.abs(expected).max()))
+    if diff > tolerance * scale:
+        raise ParityError(
+            f"{path}: at input {list(shape)} the ONNX logits differ from PyTorch's by up to "
+            f"{diff:.3g} (argmax agreement {agreement:.4f}), beyond tolerance {tolerance:g} x "
+            f"{scale:.3g}; try another opset= or report the architecture"
+        )
+    return {"shape": list(shape), "max_abs_diff": diff, "argmax_agreement": agreement}
+
+
+class OnnxNetwork:
+    """An onnxruntime session behind the torch-network interface the Predictor uses."""
+
+    def __init__(self, session: Any):
+        self.session = session
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.session.run(None, {"image": x.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(logits).to(x.device)
+
+
+def read_metadata(path: str | Path) -> tuple[ModelInfo, bool]:
+    """The ModelInfo stored at export, and whether the graph accepts any input size."""
+    session = _session(Path(path), torch.device("cpu"))
+    return _metadata(session, Path(path))
+
+
+def load_onnx_predictor(path: str | Path, device: str = "auto", **options: Any) -> Predictor:
+    """A Predictor running `path` through onnxruntime; `options` as for the torch backend."""
+    _require_onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model={path}: no such ONNX file (write one with seglab export)")
+    resolved = resolve_device(device)
+    session = _session(path, resolved)
+    info, dynamic_size = _metadata(session, path)
+    scales = list(options.get("scales", [1.0]))
+    if not dynamic_size and (options.get("mode") == "whole" or scales != [1.0]):
+        height, width = info.image_size
+        raise ValueError(
+            f"model={path} runs only on {height}x{width} inputs ({info.arch} was exported at a "
+            "fixed size): use mode=resize or mode=slide without tta.scales"
+        )
+    return Predictor(OnnxNetwork(session), info, resolved, **options)
+
+
+def _metadata(session: Any, path: Path) -> tuple[ModelInfo, bool]:
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ValueError(
+            f"model={path}: no seglab metadata (classes, colours, normalisation) in this ONNX "
+            "file; export it with `seglab export ckpt=... output=model.onnx`"
+        )
+    return ModelInfo.from_json(props[METADATA_KEY]), json.loads(props["seglab_dynamic_size"])
+
+
+def _session(path: Path, device: torch.device) -> Any:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:
+        raise ValueError(f"model={path}: onnxruntime cannot load it ({_first_line(err)})") from err
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"{INSTALL_HINT}; missing: {err.name}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
