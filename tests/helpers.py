@@ -23,3 +23,9 @@ def compose_train(overrides: list[str], return_hydra_config: bool = False) -> Di
     """The real conf/train.yaml, composed as `python train.py <overrides>` would."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def compose_predict(overrides: list[str]) -> DictConfig:
+    """The real conf/predict/predict.yaml, composed as `python predict.py <overrides>` would."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "predict"), version_base="1.3"):
+        return compose("predict", overrides=overrides)
