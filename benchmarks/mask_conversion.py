@@ -17,8 +17,6 @@ Prints a markdown table and writes `benchmarks/results/mask_conversion.json`.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,9 +29,7 @@ from PIL import Image
 from seglab.data.cvat import index_colors
 from seglab.data.masks import MaskDecoder, read_mask_array
 
-from machine import machine_info
-
-RESULTS = Path(__file__).parent / "results"
+from harness import interleave, markdown, save, summarize
 
 
 def write_masks(folder: Path, count: int, size: int, num_classes: int) -> list[Path]:
@@ -54,29 +50,28 @@ def write_masks(folder: Path, count: int, size: int, num_classes: int) -> list[P
     return paths
 
 
-def images_per_second(fn: Callable[[Path], object], paths: list[Path]) -> float:
-    start = time.perf_counter()
-    for path in paths:
-        fn(path)
-    return len(paths) / (time.perf_counter() - start)
+def images_per_second(fn: Callable[[Path], object], paths: list[Path]) -> Callable[[], float]:
+    def measure() -> float:
+        start = time.perf_counter()
+        for path in paths:
+            fn(path)
+        return len(paths) / (time.perf_counter() - start)
+
+    return measure
 
 
 def measure(paths: list[Path], num_classes: int, repeats: int) -> dict[str, list[float]]:
     colors = index_colors(num_classes)
     decoder = MaskDecoder(colors, list(range(num_classes)), ignore_index=255)
     decoded = {p: read_mask_array(p) for p in paths}
-    paths_fn: dict[str, Callable[[Path], object]] = {
-        "decode only": read_mask_array,
-        "seglab": decoder,
-        "lookup only": lambda p: decoder._from_colors(decoded[p]),
-    }
-    for fn in paths_fn.values():  # warm-up: page cache, allocator, lazy imports
-        fn(paths[0])
-    runs: dict[str, list[float]] = {name: [] for name in paths_fn}
-    for _ in range(repeats):  # interleaved, so drift on a shared machine hits every path alike
-        for name, fn in paths_fn.items():
-            runs[name].append(images_per_second(fn, paths))
-    return runs
+    return interleave(
+        {
+            "decode only": images_per_second(read_mask_array, paths),
+            "seglab": images_per_second(decoder, paths),
+            "lookup only": images_per_second(lambda p: decoder._from_colors(decoded[p]), paths),
+        },
+        repeats,
+    )
 
 
 def main() -> None:
@@ -84,7 +79,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer images and repetitions")
     parser.add_argument("--size", type=int, default=1024, help="mask side in pixels")
     parser.add_argument("--classes", type=int, nargs="+", default=[4, 32])
-    parser.add_argument("--output", type=Path, default=RESULTS / "mask_conversion.json")
+    parser.add_argument("--output", type=Path, help="JSON file (default results/<name>.json)")
     args = parser.parse_args()
     count, repeats = (4, 3) if args.quick else (16, 7)
 
@@ -93,42 +88,13 @@ def main() -> None:
         for num_classes in args.classes:
             paths = write_masks(Path(tmp), count, args.size, num_classes)
             runs = measure(paths, num_classes, repeats)
-            floor = statistics.median(runs["decode only"])
-            for name, values in runs.items():
-                median = statistics.median(values)
-                rows.append(
-                    {
-                        "classes": num_classes,
-                        "path": name,
-                        "median_img_s": round(median, 2),
-                        "min_img_s": round(min(values), 2),
-                        "max_img_s": round(max(values), 2),
-                        "megapixels_s": round(median * args.size**2 / 1e6, 1),
-                        "vs_decode_only": round(median / floor, 3),
-                    }
-                )
+            rows += summarize(runs, "decode only", classes=num_classes)
 
     print(f"\nMask conversion, {args.size}x{args.size} colour PNGs, {count} images x {repeats} "
           "interleaved repetitions, one process\n")  # fmt: skip
-    print("| classes | path | images/s (median) | min – max | Mpx/s | × decode only |")
-    print("|---:|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['classes']} | {r['path']} | {r['median_img_s']:.1f} | "
-            f"{r['min_img_s']:.1f} – {r['max_img_s']:.1f} | {r['megapixels_s']} | "
-            f"{r['vs_decode_only']:.2f} |"
-        )
-    result = {
-        "benchmark": "mask_conversion",
-        "size": args.size,
-        "images": count,
-        "repeats": repeats,
-        "machine": machine_info(),
-        "rows": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{result['machine']}\nwrote {args.output}")
+    print(markdown(rows, "decode only", extra=["classes"]))
+    settings = {"size": args.size, "images": count, "repeats": repeats}
+    save("mask_conversion", args.output, settings, rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from seglab.export import export_onnx, read_metadata
+from seglab.export import export_onnx, open_onnx
 from seglab.models.module import SegmentationModule
 from seglab.prediction import run
 from tests.helpers import ROOT, compose_predict
@@ -39,7 +39,7 @@ def test_export_checks_parity_and_stores_the_metadata(onnx_model: dict):
     assert [r[0] for r in rows] == ["1x3x64x64", "2x3x96x128"]
     for _, diff, agreement in rows:
         assert float(diff) < 1e-3 and float(agreement) > 0.999
-    info, dynamic = read_metadata(onnx_model["path"])
+    _, info, dynamic = open_onnx(onnx_model["path"], torch.device("cpu"))
     assert dynamic and info.names == ["background", "leaf", "stone", "berry"]
     assert info.image_size == (64, 64) and info.colors[1] == (51, 221, 255)
 

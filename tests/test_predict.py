@@ -164,9 +164,12 @@ def test_outputs_probs_and_scores_equal_training_validation(trained_run: dict, t
         assert agree > 0.99  # float16 rounding may flip a near tie
     assert not list(out.glob("*_color.png")) and not list(out.glob("*_overlay.jpg"))
 
-    # The same checkpoint, images and masks as train.py's validation: the same numbers.
+    # The same checkpoint, images and masks as train.py's validation: the same pixel counts,
+    # the same numbers (train.py logs them as float32).
+    confusion = (out / "confusion.csv").read_text()
+    assert confusion == (trained_run["run_dir"] / "confusion_val.csv").read_text()
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["mIoU"] == pytest.approx(trained_run["metrics"]["val/mIoU"], abs=1e-9)
+    assert saved["mIoU"] == pytest.approx(trained_run["metrics"]["val/mIoU"], abs=1e-6)
     for name in ("background", "leaf", "stone", "berry"):
         expected = trained_run["metrics"][f"val/iou/{name}"]
         assert saved[f"iou/{name}"] == (None if expected is None else pytest.approx(expected))

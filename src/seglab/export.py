@@ -168,21 +168,24 @@ class OnnxNetwork:
         return torch.from_numpy(logits).to(x.device)
 
 
-def read_metadata(path: str | Path) -> tuple[ModelInfo, bool]:
-    """The ModelInfo stored at export, and whether the graph accepts any input size."""
-    session = _session(Path(path), torch.device("cpu"))
-    return _metadata(session, Path(path))
-
-
-def load_onnx_predictor(path: str | Path, device: str = "auto", **options: Any) -> Predictor:
-    """A Predictor running `path` through onnxruntime; `options` as for the torch backend."""
+def open_onnx(path: str | Path, device: torch.device) -> tuple[OnnxNetwork, ModelInfo, bool]:
+    """The model as a network, its ModelInfo, and whether it accepts any input size."""
     _require_onnx()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model={path}: no such ONNX file (write one with seglab export)")
-    resolved = resolve_device(device)
-    session = _session(path, resolved)
+    session = _session(path, device)
+    if device.type == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        print("[seglab] note: onnxruntime has no CUDA provider here (pip install onnxruntime-gpu); "
+              "the ONNX model runs on the CPU")  # fmt: skip
     info, dynamic_size = _metadata(session, path)
+    return OnnxNetwork(session), info, dynamic_size
+
+
+def load_onnx_predictor(path: str | Path, device: str = "auto", **options: Any) -> Predictor:
+    """A Predictor running `path` through onnxruntime; `options` as for the torch backend."""
+    resolved = resolve_device(device)
+    network, info, dynamic_size = open_onnx(path, resolved)
     scales = list(options.get("scales", [1.0]))
     if not dynamic_size and (options.get("mode") == "whole" or scales != [1.0]):
         height, width = info.image_size
@@ -190,7 +193,7 @@ def load_onnx_predictor(path: str | Path, device: str = "auto", **options: Any) 
             f"model={path} runs only on {height}x{width} inputs ({info.arch} was exported at a "
             "fixed size): use mode=resize or mode=slide without tta.scales"
         )
-    return Predictor(OnnxNetwork(session), info, resolved, **options)
+    return Predictor(network, info, resolved, **options)
 
 
 def _metadata(session: Any, path: Path) -> tuple[ModelInfo, bool]:

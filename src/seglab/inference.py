@@ -8,6 +8,7 @@ so a checkpoint (torch) and an exported ONNX model (onnxruntime) share every ste
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,21 +137,13 @@ class Predictor:
         if self.mode == "resize":
             return self._resize_mode(images, resized)
         run = self._whole if self.mode == "whole" else self._slide
-        out = []
-        for image in images:
-            height, width = image.shape[:2]
-            total = None
-            for scale in self.scales:
-                size = (max(1, round(width * scale)), max(1, round(height * scale)))
-                scaled = (
-                    image
-                    if scale == 1.0
-                    else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-                )
-                logits = _resize_logits(run(self._normalise([scaled])), (height, width))
-                total = logits if total is None else total + logits
-            out.append(total[0] / len(self.scales))
-        return out
+        totals: list[torch.Tensor | None] = [None] * len(images)
+        for scale in self.scales:
+            scaled = [_scale_image(image, scale) for image in images]
+            for i, (image, logits) in enumerate(zip(images, run(scaled), strict=True)):
+                logits = _resize_logits(logits[None], image.shape[:2])[0]
+                totals[i] = logits if totals[i] is None else totals[i] + logits
+        return [total / len(self.scales) for total in totals]
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 image of any size -> class-index mask of the same size."""
@@ -173,34 +166,55 @@ class Predictor:
             _resize_logits(total[i : i + 1], image.shape[:2])[0] for i, image in enumerate(images)
         ]
 
-    def _whole(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x)
+    def _whole(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Each image at its own size; images of the same size share forward passes."""
+        out: list[torch.Tensor | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, image in enumerate(images):
+            by_shape[image.shape].append(i)
+        for indices in by_shape.values():
+            logits = self._run(self._normalise([images[i] for i in indices]))
+            for i, image_logits in zip(indices, logits, strict=True):
+                out[i] = image_logits
+        return out
 
-    def _slide(self, x: torch.Tensor) -> torch.Tensor:
-        """Blend the logits of overlapping training-size tiles; images smaller than a tile are
-        padded up to it."""
+    def _slide(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Blend the logits of overlapping training-size tiles; an image smaller than a tile is
+        padded up to it. Tiles of all the images fill the forward passes together."""
         tile_h, tile_w = self.info.image_size
-        height, width = x.shape[-2:]
-        x = _pad_to(x, max(height, tile_h), max(width, tile_w))
-        padded_h, padded_w = x.shape[-2:]
         window = self._window(tile_h, tile_w)
-        positions = [
-            (top, left)
-            for top in _tile_starts(padded_h, tile_h, self.overlap)
-            for left in _tile_starts(padded_w, tile_w, self.overlap)
+        tiles = [  # (image, top, left) of every tile
+            (i, top, left)
+            for i, image in enumerate(images)
+            for top in _tile_starts(image.shape[0], tile_h, self.overlap)
+            for left in _tile_starts(image.shape[1], tile_w, self.overlap)
         ]
-        out = weight = None
-        for start in range(0, len(positions), self.batch_size):
-            chunk = positions[start : start + self.batch_size]
-            tiles = torch.cat([x[..., t : t + tile_h, le : le + tile_w] for t, le in chunk])
-            logits = self._run(tiles)
-            if out is None:
-                out = logits.new_zeros((1, logits.shape[1], padded_h, padded_w))
-                weight = logits.new_zeros((1, 1, padded_h, padded_w))
-            for (top, left), tile_logits in zip(chunk, logits, strict=True):
-                out[..., top : top + tile_h, left : left + tile_w] += tile_logits * window
-                weight[..., top : top + tile_h, left : left + tile_w] += window
-        return (out / weight)[..., :height, :width]
+        sums: list[torch.Tensor | None] = [None] * len(images)
+        weights = [
+            torch.zeros((1, max(im.shape[0], tile_h), max(im.shape[1], tile_w)), device=self.device)
+            for im in images
+        ]
+        for start in range(0, len(tiles), self.batch_size):
+            chunk = tiles[start : start + self.batch_size]
+            batch = torch.cat(
+                [
+                    _pad_to(
+                        self._normalise([images[i][t : t + tile_h, le : le + tile_w]]),
+                        tile_h,
+                        tile_w,
+                    )
+                    for i, t, le in chunk
+                ]
+            )
+            for (i, top, left), logits in zip(chunk, self._run(batch), strict=True):
+                if sums[i] is None:
+                    sums[i] = logits.new_zeros((logits.shape[0], *weights[i].shape[1:]))
+                sums[i][:, top : top + tile_h, left : left + tile_w] += logits * window
+                weights[i][:, top : top + tile_h, left : left + tile_w] += window
+        return [
+            (total / weight)[:, : image.shape[0], : image.shape[1]]
+            for total, weight, image in zip(sums, weights, images, strict=True)
+        ]
 
     def _window(self, tile_h: int, tile_w: int) -> torch.Tensor:
         """Per-pixel tile weight: 1 inside, falling linearly to 1/ramp over the overlap at the
@@ -316,6 +330,14 @@ def load_predictor(ckpt: str | Path, device: str = "auto", **options: Any) -> Pr
     return Predictor(
         module, info, resolved, autocast_dtype=autocast_dtype(amp, resolved), **options
     )
+
+
+def _scale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
 def _round_to_multiple(value: float) -> int:

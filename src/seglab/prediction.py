@@ -325,7 +325,7 @@ def predict_images(
     loader = DataLoader(
         dataset,
         batch_size=predictor.batch_size,
-        num_workers=resolve_workers(num_workers),
+        num_workers=loader_workers(num_workers, predictor.device),
         collate_fn=list,
     )
     with _progress(progress) as bar:
@@ -348,6 +348,15 @@ def predict_images(
                 logits = predictor.logits(images, resized)
                 yield from zip(ready_paths, images, logits, strict=True)
             bar.advance(task, len(batch))
+
+
+def loader_workers(num_workers: int | str, device: torch.device) -> int:
+    """`auto`: decode in the main process when the network runs on the CPU (loader processes
+    would take cores from the forward pass: 1.5-2x slower at 128 px on 2 cores, see
+    benchmarks/README.md), else one process per core, at most 8."""
+    if num_workers == "auto" and device.type == "cpu":
+        return 0
+    return resolve_workers(num_workers)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
