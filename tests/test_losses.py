@@ -98,6 +98,21 @@ def test_region_losses_match_their_formulas():
     assert tversky.item() == pytest.approx(1 - 1 / (1 + 0.2 + 0.8), abs=1e-3)
 
 
+@pytest.mark.parametrize("weights", [None, [0.2, 1.0, 3.0]])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_is_torchs_mean(weights: list[float] | None, smoothing: float):
+    logits, target = batch()
+    ours = CrossEntropyLoss(class_weights=weights, label_smoothing=smoothing)(logits, target)
+    theirs = torch.nn.functional.cross_entropy(
+        logits,
+        target,
+        weight=None if weights is None else torch.tensor(weights),
+        ignore_index=IGNORE,
+        label_smoothing=smoothing,
+    )
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+
+
 def test_focal_with_gamma_zero_is_cross_entropy_and_lovasz_of_hard_labels_is_one_minus_iou():
     logits, target = batch()
     ce = CrossEntropyLoss()(logits, target)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,19 @@ from seglab.models.class_weights import pixel_counts, weights_from_counts
 from seglab.models.module import SegmentationModule
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, validate the best checkpoint, test it if there is a test split; write metrics.json."""
+@dataclass
+class Experiment:
+    """What a composed config builds: the objects `run` fits, validates and tests."""
+
+    datamodule: SegmentationDataModule
+    module: SegmentationModule
+    trainer: L.Trainer
+    callbacks: list[L.Callback]
+    ckpt_path: str | None  # resume from / evaluate this checkpoint
+
+
+def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experiment:
+    """Seed, read the data, and instantiate the module, callbacks, loggers and trainer."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -52,12 +65,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         std=list(datamodule.std),
     )
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
+    callbacks += extra_callbacks
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c]
     if not loggers:  # logger=none: the LR monitor would have nowhere to write, and refuses
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:  # the whole resolved config, not only the module's arguments
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return Experiment(datamodule, module, trainer, callbacks, ckpt_path)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, validate the best checkpoint, test it if there is a test split; write metrics.json."""
+    experiment = build(cfg)
+    datamodule, module, trainer = experiment.datamodule, experiment.module, experiment.trainer
+    callbacks, ckpt_path = experiment.callbacks, experiment.ckpt_path
+    run_dir = Path(cfg.run_dir)
+    classes = module.hparams.classes
 
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -53,16 +53,20 @@ class CrossEntropyLoss(SegmentationLoss):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        valid, _ = self.valid(target)
-        if not valid.any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(
+        # torch's mean, sum / (count or weight of counted pixels), written out so that an
+        # all-ignored batch gives 0 instead of NaN without a host sync (`if valid.any()`).
+        weight = self.weights(logits.shape[1])
+        total = F.cross_entropy(
             logits,
             target,
-            weight=self.weights(logits.shape[1]),
+            weight=weight,
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
+            reduction="sum",
         )
+        valid, safe_target = self.valid(target)
+        counted = valid.sum() if weight is None else (weight[safe_target] * valid).sum()
+        return total / counted.clamp(min=torch.finfo(total.dtype).tiny)
 
 
 class FocalLoss(SegmentationLoss):
