@@ -134,7 +134,7 @@ def main() -> None:
         loader = datamodule.train_dataloader()
         module = experiment.module.to(device)
         batch = next(iter(DataLoader(train, batch_size=args.batch)))
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = module.on_after_batch_transfer({k: v.to(device) for k, v in batch.items()}, 0)
         steps = 2 if args.quick else 4
         feeding = interleave(
             {

@@ -5,7 +5,8 @@ composed Hydra config, with its default callbacks, logger and metrics) train slo
 hand-written loop? Both train the same smp model with the same loss, optimizer, per-step
 schedule, batch size, precision and memory layout, on the same dataset and transforms through
 a DataLoader with the same settings; validation is off in both. Each measurement is a fresh
-run; its first steps (worker start-up, allocator warm-up) are not timed. The two paths
+run; its first steps (worker start-up, allocator warm-up) are not timed, and its rate comes from
+its median step (batch start to next batch start, waiting for data included). The two paths
 alternate A, B, A, B ...
 
     python benchmarks/train_overhead.py                 # U-Net ResNet-34, 256 px, batch 8
@@ -19,6 +20,8 @@ Prints a markdown table and writes `benchmarks/results/train_overhead.json`.
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,28 +43,36 @@ BASELINE = "plain PyTorch"
 
 
 class StepTimer(L.Callback):
-    """Wall time from the start of step `skip` to the end of the last step."""
+    """Timestamps at the start of every step from step `skip` on, and at the end of the last."""
 
     def __init__(self, skip: int):
         self.skip = skip
-        self.start = self.end = 0.0
+        self.times: list[float] = []
+        self.last_end = 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.skip:
-            _sync()
-            self.start = time.perf_counter()
+        if trainer.global_step >= self.skip:
+            self.times.append(_now())
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        _sync()
-        self.end = time.perf_counter()
+        self.last_end = _now()
+
+    def on_train_end(self, trainer: L.Trainer, *args: object) -> None:
+        self.times.append(self.last_end)
 
 
-def seglab_path(cfg: DictConfig, warmup: int, steps: int, batch: int):
+def images_per_second(times: list[float], batch: int) -> float:
+    """From the median step: a step is everything from one batch's start to the next's (data
+    wait included); the median keeps one stalled step on a shared machine from deciding."""
+    return batch / statistics.median(b - a for a, b in itertools.pairwise(times))
+
+
+def seglab_path(cfg: DictConfig, warmup: int, batch: int):
     def measure() -> float:
         timer = StepTimer(skip=warmup)
         experiment = build(cfg, extra_callbacks=[timer])
         experiment.trainer.fit(experiment.module, datamodule=experiment.datamodule)
-        return steps * batch / (timer.end - timer.start)
+        return images_per_second(timer.times, batch)
 
     return measure
 
@@ -79,6 +90,9 @@ def plain_path(cfg: DictConfig, warmup: int, steps: int, batch: int):
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     channels_last = bool(model_cfg.channels_last)
     total = warmup + steps
+    # The dataset yields uint8 images: normalise on the device, as seglab does.
+    mean = torch.tensor(cfg.data.mean, device=device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(cfg.data.std, device=device).view(1, -1, 1, 1) * 255
 
     def measure() -> float:
         torch.manual_seed(0)
@@ -106,14 +120,14 @@ def plain_path(cfg: DictConfig, warmup: int, steps: int, batch: int):
             pin_memory=seglab_loader.pin_memory,
         )
         model.train()
-        step, start = 0, 0.0
+        step, times = 0, []
         while step < total:
             for sample in loader:
-                if step == warmup:
-                    _sync()
-                    start = time.perf_counter()
+                if step >= warmup:
+                    times.append(_now())
                 images = sample["image"].to(device, non_blocking=True)
-                masks = sample["mask"].to(device, non_blocking=True)
+                images = (images.float() - mean) / std
+                masks = sample["mask"].to(device, non_blocking=True).long()
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -127,15 +141,16 @@ def plain_path(cfg: DictConfig, warmup: int, steps: int, batch: int):
                 step += 1
                 if step == total:
                     break
-        _sync()
-        return steps * batch / (time.perf_counter() - start)
+        times.append(_now())
+        return images_per_second(times, batch)
 
     return measure
 
 
-def _sync() -> None:
+def _now() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def main() -> None:
@@ -177,7 +192,7 @@ def main() -> None:
         runs = interleave(
             {
                 BASELINE: plain_path(cfg, args.warmup, steps, args.batch),
-                "seglab": seglab_path(cfg, args.warmup, steps, args.batch),
+                "seglab": seglab_path(cfg, args.warmup, args.batch),
             },
             repeats,
         )

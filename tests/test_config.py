@@ -12,7 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from seglab.data.transforms import build_train_transform
 from tests.helpers import ROOT, compose_train
 
-GROUPS = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra")
+# conf/predict/ holds predict.py's root config, not a group of train.yaml.
+GROUPS = sorted(
+    p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("hydra", "predict")
+)
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
 
 
@@ -34,7 +37,7 @@ def build(group: str, cfg: DictConfig) -> object:
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         return instantiate(plain(node), optimizer=optimizer, total_steps=10)
     if group == "augmentation":
-        return build_train_transform(plain(node.train), cfg.data.mean, cfg.data.std)
+        return build_train_transform(plain(node.train))
     if group == "data":
         return instantiate(node, augmentation=[], _recursive_=False)
     if group in ("callbacks", "logger"):

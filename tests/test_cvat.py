@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from seglab.data.cvat import DatasetError, SegClass, parse_labelmap, read_export, write_labelmap
 from seglab.data.dataset import SegmentationDataset, build_decoder
+from seglab.data.transforms import build_eval_transform
 from tests.exports import CLASSES, save_image, save_rgb, striped, to_rgb, write_cvat, write_folders
 
 
@@ -97,6 +100,13 @@ def test_more_than_255_classes_use_wide_masks(tmp_path: Path):
     with pytest.raises(DatasetError, match="ignore_index=255 collides with the 300 class ids"):
         load_all(export, "train")
     np.testing.assert_array_equal(load_all(export, "train", ignore_index=65535)[0], index)
+    # Through the training path: uint16 masks are batched, and widened on the device.
+    dataset = SegmentationDataset(
+        export.split("train"), build_decoder(export, 65535), build_eval_transform((15, 20))
+    )
+    (batch,) = DataLoader(dataset, batch_size=1)
+    assert batch["image"].dtype == torch.uint8 and batch["mask"].dtype == torch.uint16
+    np.testing.assert_array_equal(batch["mask"][0].long().numpy(), index)
 
 
 # ---------------------------------------------------------------- the CVAT layout

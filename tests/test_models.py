@@ -115,3 +115,22 @@ def test_wrong_names_list_the_choices():
         create_model("upernett", classes=2, encoder_weights=None)
     with pytest.raises(ModelConfigError, match="timm has no model 'vit_huge_nonsense'"):
         create_model("dpt", classes=2, encoder_name="tu-vit_huge_nonsense", encoder_weights=None)
+
+
+def test_batches_are_normalised_on_the_device_and_float_images_refused():
+    module = SegmentationModule(
+        model=model_config("unet"), loss={"_target_": "seglab.models.losses.CrossEntropyLoss"},
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, classes=CLASSES,
+        image_size=[64, 64], mean=[0.5, 0.25, 0.0], std=[0.5, 0.25, 1.0],
+    )  # fmt: skip
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    masks = torch.randint(0, 3, (2, 8, 8), dtype=torch.uint8)
+    batch = module.on_after_batch_transfer({"image": images, "mask": masks}, 0)
+    expected = (images.float() / 255 - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)) / (
+        torch.tensor([0.5, 0.25, 1.0]).view(1, 3, 1, 1)
+    )
+    torch.testing.assert_close(batch["image"], expected)
+    assert batch["mask"].dtype == torch.int64 and torch.equal(batch["mask"], masks.long())
+    with pytest.raises(TypeError, match="remove Normalize / ToFloat"):
+        module.on_after_batch_transfer({"image": expected, "mask": masks}, 0)
+    assert "pixel_mean" not in module.state_dict()  # checkpoints hold the network only

@@ -114,9 +114,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> SegmentationDataset:
         """The split's samples with train-time augmentation or the deterministic eval transform."""
         transform = (
-            build_train_transform(self.augmentation, self.mean, self.std)
+            build_train_transform(self.augmentation)
             if train
-            else build_eval_transform(self.image_size, self.mean, self.std)
+            else build_eval_transform(self.image_size)
         )
         export = self.export
         return SegmentationDataset(

@@ -41,6 +41,9 @@ class SegmentationModule(L.LightningModule):
         check_input_size(model.get("arch", ""), image_size)
         self.net = instantiate(model, classes=len(classes))
         self.criterion = instantiate(loss)
+        # Not persistent: the hyper-parameters carry mean and std, the state dict stays the net's.
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1) * 255, False)
         self.val_confusion = self._confusion()
         self.test_confusion = self._confusion()
         self.last_confusion: dict[str, torch.Tensor] = {}
@@ -53,9 +56,22 @@ class SegmentationModule(L.LightningModule):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised float images (N, 3, H, W) -> logits (N, C, H, W)."""
         if self.hparams.model.get("channels_last"):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """The loaders ship uint8 images and compact masks; normalise and widen on the device."""
+        images = batch["image"]
+        if images.dtype != torch.uint8:
+            raise TypeError(
+                f"images reach the model as {images.dtype}, not uint8: seglab normalises them on "
+                "the device with data.mean and data.std, so augmentation.train must keep uint8 "
+                "images (remove Normalize / ToFloat from it)"
+            )
+        images = (images.float() - self.pixel_mean) / self.pixel_std
+        return {**batch, "image": images, "mask": batch["mask"].long()}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
