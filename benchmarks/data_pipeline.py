@@ -135,7 +135,7 @@ def main() -> None:
         module = experiment.module.to(device)
         batch = next(iter(DataLoader(train, batch_size=args.batch)))
         batch = module.on_after_batch_transfer({k: v.to(device) for k, v in batch.items()}, 0)
-        steps = 2 if args.quick else 4
+        steps = 1 if args.quick else 2
         feeding = interleave(
             {
                 MODEL: training_rate(module, batch, steps),

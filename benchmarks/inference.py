@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="resnet34")
     parser.add_argument("--size", type=int, help="image and training size (512; quick 128)")
-    parser.add_argument("--images", type=int, help="images per measurement (32; quick 16)")
+    parser.add_argument("--images", type=int, help="images per measurement (16)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, help="interleaved repetitions (5; quick 3)")
     parser.add_argument("--device", default="auto")
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="JSON file (default results/<name>.json)")
     args = parser.parse_args()
     size = args.size or (128 if args.quick else 512)
-    count = args.images or (16 if args.quick else 32)
+    count = args.images or 16
     repeats = args.repeats or (3 if args.quick else 5)
     device = resolve_device(args.device)
     dtype = autocast_dtype(args.amp, device)

@@ -158,16 +158,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer steps")
     parser.add_argument("--size", type=int, help="image side in pixels (256; quick 96)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, help="timed steps per run (20; quick 6)")
+    parser.add_argument("--steps", type=int, help="timed steps per run (12; quick 6)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, help="interleaved repetitions (5; quick 2)")
+    parser.add_argument("--repeats", type=int, help="interleaved repetitions (4; quick 2)")
     parser.add_argument("--precision", default="32-true", help="32-true | bf16-mixed | 16-mixed")
     parser.add_argument("--override", nargs="*", default=[], help="more train.py overrides")
     parser.add_argument("--output", type=Path, help="JSON file (default results/<name>.json)")
     args = parser.parse_args()
     size = args.size or (96 if args.quick else 256)
-    steps = args.steps or (6 if args.quick else 20)
-    repeats = args.repeats or (2 if args.quick else 5)
+    steps = args.steps or (6 if args.quick else 12)
+    repeats = args.repeats or (2 if args.quick else 4)
     images = (args.warmup + steps) * args.batch
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import seglab
-from seglab.data.cvat import read_export
+from seglab.data.cvat import SegClass, read_export, write_labelmap
 from seglab.data.dataset import build_decoder
 from seglab.data.errors import DatasetError
 from seglab.inference import ModelInfo, Predictor, _tile_starts, load_checkpoint, load_predictor
@@ -21,6 +21,8 @@ from seglab.prediction import check_output_names, find_inputs, run
 from tests.helpers import compose_predict
 
 CPU = torch.device("cpu")
+CLASSES_OF_RUN = [SegClass("background", (0, 0, 0)), SegClass("leaf", (51, 221, 255)),
+                  SegClass("stone", (250, 50, 83)), SegClass("berry", (52, 209, 183))]  # fmt: skip
 
 
 def predict(trained_run: dict, output: Path, *overrides: str) -> dict:
@@ -59,7 +61,7 @@ def test_inputs_folder_glob_list_and_single_image(tmp_path: Path):
         "sub/b.PNG",
         "sub/deeper/c.tif",
     ]
-    assert [p.name for p in folder.not_images] == ["notes.txt"]
+    assert sorted(p.name for p in folder.left_out) == ["d.jpg", "notes.txt"]  # reported
 
     pattern = find_inputs(f"{tmp_path}/in/sub/**/*.*")
     assert pattern.root == tmp_path / "in" / "sub"
@@ -201,6 +203,38 @@ def test_scoring_reports_unlabeled_images_and_refuses_wrong_sizes(
         predict(
             trained_run, tmp_path / "out2", f"input={export / 'JPEGImages'}", f"labels={labels}"
         )
+
+
+def test_scoring_matches_labels_by_name_and_leaves_out_other_labels(
+    trained_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """A labelmap in another order, with a `void` label the model never learned."""
+    export = trained_run["export"]
+    item = sorted(p.stem for p in (export / "SegmentationClass").glob("*.png"))[0]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    reordered = [SegClass("void", (9, 9, 9)), SegClass("berry", (1, 2, 3)),
+                 SegClass("stone", (250, 50, 83)), SegClass("leaf", (51, 221, 255)),
+                 SegClass("background", (0, 0, 0))]  # fmt: skip
+    write_labelmap(labels / "labelmap.txt", reordered)
+    original = cv2.imread(str(export / "SegmentationClass" / f"{item}.png"))[..., ::-1].copy()
+    berry = (original == (52, 209, 183)).all(axis=-1)
+    recoloured = original.copy()
+    recoloured[berry] = (1, 2, 3)
+    recoloured[:4] = (9, 9, 9)  # four rows of void
+    cv2.imwrite(str(labels / f"{item}.png"), recoloured[..., ::-1])
+    image = export / "JPEGImages" / f"{item}.jpg"
+
+    scored = predict(trained_run, tmp_path / "a", f"input={image}", f"labels={labels}")
+    assert "labels the model does not predict are not scored: void" in capsys.readouterr().out
+    # The same as scoring the original mask with those four rows left out.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    original[:4] = (224, 224, 192)
+    write_labelmap(reference / "labelmap.txt", [*CLASSES_OF_RUN, SegClass("void", (224, 224, 192))])
+    cv2.imwrite(str(reference / f"{item}.png"), original[..., ::-1])
+    expected = predict(trained_run, tmp_path / "b", f"input={image}", f"labels={reference}")
+    assert scored["metrics"] == expected["metrics"]
 
 
 # ---------------------------------------------------------------- back into CVAT

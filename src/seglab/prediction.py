@@ -52,7 +52,7 @@ class Inputs:
 
     root: Path
     images: list[Path]
-    not_images: list[Path] = field(default_factory=list)  # files in input folders, reported
+    left_out: list[Path] = field(default_factory=list)  # other files found there, reported
 
     def relative(self, path: Path) -> Path:
         return path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
@@ -64,13 +64,14 @@ def find_inputs(source: str | Path) -> Inputs:
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
-        images = [p for p in files if _is_image(p)]
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        images = [p for p in files if _is_image(p) and not _hidden(p, path)]
         if not images:
             raise FileNotFoundError(
                 f"input={path}: no images ({' '.join(IMAGE_EXTENSIONS)}) in this folder or below"
             )
-        return Inputs(path, images, [p for p in files if not _is_image(p)])
+        chosen = set(images)
+        return Inputs(path, images, [p for p in files if p not in chosen])
     if path.is_file():
         if _is_image(path):
             return Inputs(path.parent, [path])
@@ -128,22 +129,29 @@ def check_output_names(inputs: Inputs) -> None:
         )
 
 
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
 def conversion_note(path: Path) -> str | None:
-    """What reading `path` as 8-bit RGB changes (as in training), for the report; header only."""
+    """What reading `path` as 8-bit RGB changes (as training reads it), for the report; it
+    reads the header only."""
     try:
         with Image.open(path) as image:
-            mode = image.mode
+            mode, transparent = image.mode, "transparency" in image.info
     except OSError:
         return None
-    if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-        return "grayscale (repeated to 3 channels)" + (
-            ", 16-bit (reduced to 8 bits)" if mode not in ("1", "L", "LA") else ""
-        )
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        return "with an alpha channel (dropped)"
+    changes = []
+    if mode in GRAYSCALE_MODES:
+        changes.append("grayscale (repeated to 3 channels)")
+    if mode in WIDE_MODES:
+        changes.append("16-bit (reduced to 8 bits)")
+    if mode in ALPHA_MODES or (mode == "P" and transparent):
+        changes.append("with an alpha channel (dropped)")
     if mode == "CMYK":
-        return "CMYK (converted to RGB)"
-    return None
+        changes.append("CMYK (converted to RGB)")
+    return ", ".join(changes) or None
 
 
 class ImageFiles(Dataset):
@@ -196,9 +204,7 @@ class LabelFiles:
                 f"class of the model ({', '.join(names)}); give the labels of this model's classes"
             )
         targets = [names.index(lb.name) if lb.name in names else info.ignore_index for lb in labels]
-        self.source = labelmap
         self.decoder = MaskDecoder([lb.color for lb in labels], targets, info.ignore_index)
-        self.ignore_index = info.ignore_index
 
     @staticmethod
     def _labelmap_candidates(path: Path) -> list[Path]:
@@ -373,9 +379,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     writer = MaskWriter(output, list(cfg.outputs), info, float(cfg.overlay_alpha))
     labels = LabelFiles(to_absolute_path(str(cfg.labels)), info) if cfg.labels else None
     output.mkdir(parents=True, exist_ok=True)
-    if inputs.not_images:
-        kinds = " ".join(sorted({p.suffix.lower() or p.name for p in inputs.not_images}))
-        _say(f"input: left out {len(inputs.not_images)} file(s) that are not images ({kinds})")
+    if inputs.left_out:
+        kinds = " ".join(sorted({p.suffix.lower() or p.name for p in inputs.left_out}))
+        _say(f"input: left out {len(inputs.left_out)} hidden or non-image file(s) ({kinds})")
 
     cvat = None
     if cfg.format == "cvat":
