@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class ModelInfo:
     ignore_index: int = 255
     seglab_version: str = "unknown"
     arch: str = "unknown"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
