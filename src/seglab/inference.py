@@ -321,10 +321,11 @@ def load_checkpoint(ckpt: str | Path, device: torch.device) -> tuple[torch.nn.Mo
     return module.eval().to(device), ModelInfo.from_hparams(hparams)
 
 
-def load_predictor(ckpt: str | Path, device: str = "auto", **options: Any) -> Predictor:
+def load_predictor(
+    ckpt: str | Path, device: str = "auto", amp: bool = False, **options: Any
+) -> Predictor:
     """A Predictor for a checkpoint; `options` are Predictor's (mode, overlap, flip, ...)."""
     resolved = resolve_device(device)
-    amp = bool(options.pop("amp", False))
     module, info = load_checkpoint(ckpt, resolved)
     return Predictor(
         module, info, resolved, autocast_dtype=autocast_dtype(amp, resolved), **options
@@ -334,9 +335,7 @@ def load_predictor(ckpt: str | Path, device: str = "auto", **options: Any) -> Pr
 def _scale_image(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return image
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    return resize_image(image, [max(1, round(v * scale)) for v in image.shape[:2]])
 
 
 def _round_to_multiple(value: float) -> int:
