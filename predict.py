@@ -3,12 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from seglab.prediction import run, summary_line
+from seglab.console import exit_on_user_error
+from seglab.prediction.run import run, summary_line
 
 
 @hydra.main(version_base="1.3", config_path="conf/predict", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    summary = run(cfg)
+    with exit_on_user_error():
+        summary = run(cfg)
     print(summary_line(summary))
     print(f"Output: {summary['output']}")
     if "cvat_export" in summary:

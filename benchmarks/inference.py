@@ -33,10 +33,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from seglab.demo import write_demo_export
-from seglab.export import export_onnx, open_onnx
-from seglab.inference import autocast_dtype, load_checkpoint, resolve_device
 from seglab.models.module import SegmentationModule
-from seglab.prediction import run
+from seglab.prediction import load_checkpoint
+from seglab.prediction.load import autocast_dtype, resolve_device
+from seglab.prediction.onnx import open_onnx, write_onnx
+from seglab.prediction.run import run
 
 from harness import interleave, markdown, save, summarize
 
@@ -47,10 +48,9 @@ BASELINE = "bare forward (torch)"
 def write_checkpoint(path: Path, arch: str, encoder: str, size: int) -> Path:
     """A seglab checkpoint with random weights, as train.py would write it."""
     module = SegmentationModule(
-        model={"_target_": "seglab.models.factory.create_model", "arch": arch,
-               "encoder_name": encoder, "encoder_weights": None},
-        loss={"_target_": "seglab.models.losses.CrossEntropyLoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3},
+        model={"arch": arch, "encoder_name": encoder, "encoder_weights": None},
+        loss={"name": "ce"},
+        optimizer={"name": "adamw", "lr": 1e-3},
         classes=[{"name": n, "color": c} for n, c in
                  (("background", [0, 0, 0]), ("leaf", [51, 221, 255]), ("stone", [250, 50, 83]),
                   ("berry", [52, 209, 183]))],
@@ -136,7 +136,7 @@ def main() -> None:
             "predict.py slide": predict_py([f"ckpt={ckpt}", "mode=slide", *common]),
         }
         if not args.no_onnx:
-            onnx_path = export_onnx(ckpt, tmp / "model.onnx").path
+            onnx_path = write_onnx(ckpt, tmp / "model.onnx").path
             onnx_network, _, _ = open_onnx(onnx_path, device)
             paths["bare forward (onnx)"] = bare_forward(onnx_network, batches, device, None)
             onnx_common = [c for c in common if not c.startswith("amp=")]

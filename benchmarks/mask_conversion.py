@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from seglab.data.cvat import index_colors
+from seglab.data.labelmap import index_colors
 from seglab.data.masks import MaskDecoder, read_mask_array
 
 from harness import interleave, markdown, save, summarize

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from seglab.data.cvat import SegClass, write_labelmap
+from seglab.data.cvat_writer import write_labelmap
+from seglab.data.labelmap import SegClass
 
 CLASSES = (
     SegClass("background", (0, 0, 0)),

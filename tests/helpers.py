@@ -7,9 +7,12 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from seglab.config import with_default_experiment
+
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a CPU test, large enough for a U-Net's five downsamplings.
 TINY = [
+    "model.encoder_weights=null",  # nothing can be downloaded in the tests
     "data.image_size=[64,64]",
     "data.batch_size=2",
     "data.num_workers=0",
@@ -20,7 +23,9 @@ TINY = [
 
 
 def compose_train(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
-    """The real conf/train.yaml, composed as `python train.py <overrides>` would."""
+    """The real conf/train.yaml, composed as `python train.py <overrides>` would: with the demo
+    preset when the overrides name no data, as train.py does."""
+    overrides = with_default_experiment(overrides)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 

@@ -64,3 +64,9 @@ def test_inference(tmp_path: Path):
     assert paths == ["bare forward (torch)", "predict.py resize", "predict.py whole",
                      "predict.py slide", "bare forward (onnx)", "predict.py onnx"]  # fmt: skip
     assert "| predict.py resize |" in stdout
+
+
+def test_dataset_scan(tmp_path: Path):
+    stdout, result = run_benchmark("dataset_scan", tmp_path / "r.json")
+    assert [row["path"] for row in result["rows"]] == ["header only", "seglab", "full decode"]
+    assert result["rows"][0]["ratio"] == 1.0 and "| demo 64 px |" in stdout

@@ -10,13 +10,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seglab.data.transforms import build_train_transform
+from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
 from tests.helpers import ROOT, compose_train
 
 # conf/predict/ holds predict.py's root config, not a group of train.yaml.
 GROUPS = sorted(
     p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("hydra", "predict")
 )
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
+# `_`-prefixed files are shared bases pulled in by the options (conf/model/_base.yaml).
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("[!_]*.yaml"))]
 
 
 def plain(node: DictConfig) -> dict:
@@ -27,17 +29,20 @@ def build(group: str, cfg: DictConfig) -> object:
     """What train.py makes of the group, with stand-ins for the objects it would pass in."""
     if group == "hparams_search":  # a global package: it configures Hydra's sweeper
         return build_sweeper(cfg)
+    if group == "experiment":  # a global package: a preset of other groups' keys
+        return instantiate(cfg.data, augmentation=[], _recursive_=False)
     node = cfg[group]
-    if group == "model":
-        return instantiate(plain(node), classes=2)
+    if group == "model":  # model, loss, optimizer, scheduler: by registry key, never _target_
+        return build_model(plain(node), classes=2)
+    if group == "loss":
+        return build_loss(plain(node))
     if group == "optimizer":
-        config = {k: v for k, v in plain(node).items() if k != "encoder_lr_mult"}
-        return instantiate(config, _partial_=True)([torch.nn.Parameter(torch.zeros(2, 2))])
+        return build_optimizer(plain(node), torch.nn.Linear(2, 2))
     if group == "scheduler":
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        return instantiate(plain(node), optimizer=optimizer, total_steps=10)
+        return build_schedulers(plain(node), optimizer, total_steps=10)
     if group == "augmentation":
-        return build_train_transform(plain(node.train))
+        return build_train_transform(plain(node.train), [64, 96], node.scale)
     if group == "data":
         return instantiate(node, augmentation=[], _recursive_=False)
     if group in ("callbacks", "logger"):
@@ -58,6 +63,7 @@ def build_sweeper(cfg: DictConfig) -> object:
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Path):
     hydra = group == "hparams_search"  # its options only change the hydra node
+    preset = group == "experiment"  # a preset sets keys of other groups, not its own
     cfg = compose_train(
         [
             f"{group}={option}",
@@ -71,7 +77,7 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
         else [f"model={option}", "model.encoder_weights=null", f"run_dir={tmp_path}"],
         return_hydra_config=hydra,
     )
-    assert hydra or cfg[group] is not None
+    assert hydra or preset or cfg[group] is not None
     built = build(group, cfg)
     assert built is not None
 
@@ -83,7 +89,8 @@ def test_every_group_is_covered():
 
 def test_defaults_are_the_documented_ones():
     cfg = compose_train([])
-    assert cfg.model.arch == "unet" and cfg.loss._target_.endswith("CrossEntropyLoss")
+    assert cfg.model.arch == "unet" and cfg.loss.name == "ce"
+    assert cfg.trainer.sync_batchnorm is False and "sync_batchnorm" not in cfg.model
     assert cfg.optimizer.encoder_lr_mult == 1.0 and cfg.model.freeze_encoder is False
     assert cfg.loss.class_weights is None and cfg.loss.ignore_index == cfg.data.ignore_index
     assert cfg.callbacks.model_checkpoint.monitor == "val/mIoU"

@@ -11,8 +11,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from seglab.data.cvat import DatasetError, SegClass, parse_labelmap, read_export, write_labelmap
+from seglab.data.cvat_writer import write_labelmap
 from seglab.data.dataset import SegmentationDataset, build_decoder
+from seglab.data.errors import DatasetError
+from seglab.data.labelmap import SegClass, parse_labelmap
+from seglab.data.layouts import read_export
 from seglab.data.transforms import build_eval_transform
 from tests.exports import CLASSES, save_image, save_rgb, striped, to_rgb, write_cvat, write_folders
 
@@ -58,6 +61,33 @@ def test_labelmap_errors_name_the_line(tmp_path: Path, line: str, message: str):
     with pytest.raises(DatasetError, match=r"labelmap\.txt:3: ") as err:
         parse_labelmap(path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "found"),
+    [("latin-1", "byte 0xe9 on line 3"), ("utf-16", "byte 0xff on line 1")],
+)
+def test_labelmap_in_another_encoding_is_named(tmp_path: Path, encoding: str, found: str):
+    text = "# label:color_rgb:parts:actions\nbackground:0,0,0::\nvoie ferrée:10,20,30::\n"
+    path = tmp_path / "labelmap.txt"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(DatasetError) as err:
+        parse_labelmap(path)
+    assert str(err.value) == (
+        f"{path}: the labelmap is not UTF-8 text ({found}); save it as UTF-8 (CVAT's exports "
+        "are UTF-8)"
+    )
+
+
+def test_subset_list_and_classes_txt_in_another_encoding_are_named(tmp_path: Path):
+    root = write_cvat(tmp_path / "e", {"train": {"a": striped()}})
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_bytes("é\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"train\.txt: the subset list is not UTF-8 text"):
+        read_export(root)
+    folders = write_folders(tmp_path / "ds", {"": {"a": striped()}}, index_masks=True)
+    (folders / "classes.txt").write_bytes("fond\nfissuré\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"classes\.txt: the class list is not UTF-8 text"):
+        read_export(folders)
 
 
 def test_class_order_pins_indices_and_background_need_not_be_first_or_black(tmp_path: Path):

@@ -12,9 +12,10 @@ import onnx
 import pytest
 import torch
 
-from seglab.export import export_onnx, open_onnx
 from seglab.models.module import SegmentationModule
-from seglab.prediction import run
+from seglab.prediction import load_predictor
+from seglab.prediction.onnx import OnnxNetwork, open_onnx, write_onnx
+from seglab.prediction.run import run
 from tests.helpers import ROOT, compose_predict
 from tests.test_predict import val_list
 
@@ -63,6 +64,20 @@ def test_onnx_backend_predicts_what_torch_predicts(
         assert (a == b).mean() > 0.999
 
 
+def test_load_predictor_takes_a_checkpoint_or_an_onnx_model(trained_run: dict, onnx_model: dict):
+    """The one entry point: the file's suffix picks the backend."""
+    path = next((trained_run["export"] / "JPEGImages").glob("*.jpg"))
+    image = cv2.imread(str(path))[..., ::-1].copy()
+    by_torch = load_predictor(trained_run["metrics"]["best_ckpt"], "cpu", mode="slide")
+    by_onnx = load_predictor(onnx_model["path"], "cpu", mode="slide")
+    assert isinstance(by_onnx.network, OnnxNetwork)
+    assert (by_onnx.predict(image) == by_torch.predict(image)).mean() > 0.999
+    (probabilities,) = by_onnx.probabilities([image])
+    assert probabilities.shape == (4, *image.shape[:2])
+    with pytest.raises(ValueError, match="amp=true applies to checkpoints"):
+        load_predictor(onnx_model["path"], "cpu", amp=True)
+
+
 def test_onnx_without_seglab_metadata_is_refused(onnx_model: dict, tmp_path: Path):
     model = onnx.load(str(onnx_model["path"]))
     del model.metadata_props[:]
@@ -77,17 +92,16 @@ def test_onnx_without_seglab_metadata_is_refused(onnx_model: dict, tmp_path: Pat
 def test_fixed_size_architectures_export_at_the_training_size(tmp_path: Path):
     """PSPNet's adaptive pooling cannot follow a dynamic size: exported fixed, and said so."""
     module = SegmentationModule(
-        model={"_target_": "seglab.models.factory.create_model", "arch": "pspnet",
-               "encoder_name": "resnet18", "encoder_weights": None},
-        loss={"_target_": "seglab.models.losses.CrossEntropyLoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3},
+        model={"arch": "pspnet", "encoder_name": "resnet18", "encoder_weights": None},
+        loss={"name": "ce"},
+        optimizer={"name": "adamw", "lr": 1e-3},
         classes=[{"name": "background", "color": [0, 0, 0]},
                  {"name": "crack", "color": [255, 0, 0]}],
         image_size=[64, 96],
     )  # fmt: skip
     ckpt = tmp_path / "pspnet.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
-    report = export_onnx(ckpt, tmp_path / "pspnet.onnx")
+    report = write_onnx(ckpt, tmp_path / "pspnet.onnx")
     assert not report.dynamic_size and "exported for 64x96 inputs only" in report.notes[0]
     assert [c["shape"] for c in report.checks] == [[1, 3, 64, 96], [2, 3, 64, 96]]
     image = np.zeros((30, 200, 3), np.uint8)
@@ -108,4 +122,4 @@ def test_export_command_line_errors(tmp_path: Path):
     )  # fmt: skip
     assert done.returncode == 2 and "ckpt=PATH output=model.onnx" in done.stderr
     with pytest.raises(ValueError, match="ending in .onnx"):
-        export_onnx(tmp_path / "x.ckpt", tmp_path / "model.bin")
+        write_onnx(tmp_path / "x.ckpt", tmp_path / "model.bin")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seglab.models.class_weights import pixel_counts, weights_from_counts
+from seglab.data.class_weights import pixel_counts, weights_from_counts
 from seglab.models.losses import (
     CrossEntropyLoss,
     DiceLoss,
@@ -17,15 +16,16 @@ from seglab.models.losses import (
     LovaszSoftmaxLoss,
     TverskyLoss,
 )
+from seglab.models.registry import build_loss
 from tests.helpers import ROOT, compose_train
 
-LOSSES = sorted(p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml"))
+LOSSES = sorted(p.stem for p in (ROOT / "conf" / "loss").glob("[!_]*.yaml"))
 IGNORE = 255
 
 
 def build(name: str, *overrides: str) -> torch.nn.Module:
     cfg = compose_train([f"loss={name}", *overrides])
-    return instantiate(OmegaConf.to_container(cfg.loss, resolve=True))
+    return build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
 
 
 def batch(num_classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglab.data.cvat import read_export
 from seglab.data.dataset import SegmentationDataset, build_decoder
 from seglab.data.errors import DatasetError
+from seglab.data.layouts import read_export
 from seglab.data.scan import raise_on_problems, scan_export
 from tests.exports import CLASSES, striped, to_rgb, write_cvat
 

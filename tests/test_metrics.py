@@ -12,8 +12,8 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seglab.inference import load_checkpoint
 from seglab.metrics import CELL, format_table, metrics_from_confusion, write_confusion
+from seglab.prediction import load_checkpoint
 from seglab.training import run
 from tests.helpers import TINY, compose_train
 

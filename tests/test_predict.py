@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,12 +17,19 @@ import torch
 from PIL import Image
 
 import seglab
-from seglab.data.cvat import SegClass, read_export, write_labelmap
+from seglab.atomic import PARTIAL
+from seglab.data.cvat_writer import write_labelmap
 from seglab.data.dataset import build_decoder
 from seglab.data.errors import DatasetError
-from seglab.inference import ModelInfo, Predictor, _tile_starts, load_checkpoint, load_predictor
-from seglab.prediction import check_output_names, find_inputs, run
-from tests.helpers import compose_predict
+from seglab.data.labelmap import SegClass
+from seglab.data.layouts import read_export
+from seglab.errors import ConfigError
+from seglab.prediction import ModelInfo, Predictor, load_checkpoint, load_predictor
+from seglab.prediction.geometry import tile_starts
+from seglab.prediction.inputs import check_output_names, find_inputs
+from seglab.prediction.run import run
+from seglab.prediction.writers import MaskWriter
+from tests.helpers import ROOT, compose_predict
 
 CPU = torch.device("cpu")
 CLASSES_OF_RUN = [SegClass("background", (0, 0, 0)), SegClass("leaf", (51, 221, 255)),
@@ -127,9 +138,9 @@ def test_flip_tta_un_flips_the_logits():
 
 
 def test_tile_starts_cover_the_image_and_end_flush():
-    assert _tile_starts(64, 64, 0.25) == [0]
-    assert _tile_starts(150, 64, 0.5) == [0, 32, 64, 86]
-    assert _tile_starts(65, 64, 0.0) == [0, 1]
+    assert tile_starts(64, 64, 0.25) == [0]
+    assert tile_starts(150, 64, 0.5) == [0, 32, 64, 86]
+    assert tile_starts(65, 64, 0.0) == [0, 1]
 
 
 def test_modes_agree_at_the_training_size_and_keep_any_size(trained_run: dict):
@@ -269,6 +280,70 @@ def test_cvat_export_round_trips_through_the_parser(trained_run: dict, tmp_path:
     assert len(read_export(with_images["cvat_export"]).samples) == 4  # no images_dir needed
 
 
+def test_a_failed_or_killed_run_keeps_the_previous_outputs(
+    trained_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The previous zip, masks and metrics.json survive an error and a kill -9 mid-run; the
+    next run removes the killed run's partial files; every output's mode follows the umask."""
+    images = trained_run["export"] / "JPEGImages"
+    out = tmp_path / "out"
+    options = [f"input={images}", "format=cvat", "outputs=[index]",
+               f"labels={trained_run['export']}"]  # fmt: skip
+    archive = Path(predict(trained_run, out, *options)["cvat_export"])
+    before = {p: p.read_bytes() for p in [archive, out / "metrics.json", *out.glob("*.png")]}
+
+    write = MaskWriter.write
+    calls = []
+
+    def failing(self, *args) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected while predicting")
+        write(self, *args)
+
+    monkeypatch.setattr(MaskWriter, "write", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        predict(trained_run, out, *options)
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list(out.rglob(f".*{PARTIAL}*"))
+
+    ckpt = trained_run["metrics"]["best_ckpt"]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_ONE_IMAGE, f"ckpt={ckpt}", f"output={out}",
+         "device=cpu", "num_workers=0", "progress=false", *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert {p: p.read_bytes() for p in before} == before
+    assert [p.name for p in out.glob(f".{archive.name}{PARTIAL}*")]  # the kill left it
+
+    previous = os.umask(0o027)
+    try:
+        again = predict(trained_run, out, *options)
+    finally:
+        os.umask(previous)
+    assert not list(out.rglob(f".*{PARTIAL}*"))
+    predicted = read_export(again["cvat_export"], images_dir=images).samples
+    assert len(predicted) == len(list(images.glob("*.jpg")))
+    for path in (archive, out / "metrics.json", out / "confusion.csv", *out.glob("*_index.png")):
+        assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+KILLED_AFTER_ONE_IMAGE = """
+import os, signal, sys
+from seglab.prediction.run import run
+from seglab.prediction.writers import MaskWriter
+from tests.helpers import compose_predict
+write = MaskWriter.write
+def write_then_die(self, *args):
+    write(self, *args)
+    os.kill(os.getpid(), signal.SIGKILL)
+MaskWriter.write = write_then_die
+run(compose_predict(sys.argv[1:]))
+"""
+
+
 # ---------------------------------------------------------------- robustness
 
 
@@ -302,7 +377,7 @@ def test_bad_options_and_paths_are_refused(trained_run: dict, tmp_path: Path):
     with pytest.raises(ValueError, match="mode='tiles'"):
         predict(trained_run, tmp_path / "o", source, "mode=tiles")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
             predict(trained_run, tmp_path / "o", source, "device=cuda")
 
 

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from seglab.data.cvat import DatasetError, SegClass, write_labelmap
-from seglab.inference import load_predictor
+from seglab.data.cvat_writer import write_labelmap
+from seglab.data.errors import DatasetError
+from seglab.data.labelmap import SegClass
 from seglab.models.factory import ModelConfigError, create_model
+from seglab.prediction import load_predictor
 from seglab.sweep import run_job
 from seglab.training import run
 from tests.helpers import ROOT, TINY, compose_train

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
+
+from seglab.metrics import write_confusion
+from seglab.preprocessing import denormalise, pixel_statistics, resize_image, restore_logits
 
 
 class WandbPredictions(L.Callback):
@@ -31,7 +36,7 @@ class WandbPredictions(L.Callback):
     ) -> None:
         if batch_idx == 0 and _wandb_logger(trainer) and trainer.is_global_zero:
             n = self.num_images
-            self._batch = {"image": batch["image"][:n].detach(), "mask": batch["mask"][:n]}
+            self._batch = {key: value[:n].detach() for key, value in batch.items()}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = _wandb_logger(trainer)
@@ -58,21 +63,25 @@ class WandbPredictions(L.Callback):
         import wandb
 
         hp = pl_module.hparams
-        images, masks = self._batch["image"], self._batch["mask"]
+        batch = self._batch
         with torch.no_grad():
-            predicted = pl_module(images.to(pl_module.device)).argmax(dim=1).cpu()
-        mean = torch.tensor(hp.mean)[:, None, None]
-        std = torch.tensor(hp.std)[:, None, None]
+            logits = pl_module(batch["image"].to(pl_module.device))
+        canvases = denormalise(batch["image"].cpu(), *pixel_statistics(hp.mean, hp.std))
         labels = dict(enumerate(names)) | {int(hp.ignore_index): "ignored"}
         out = []
-        for image, truth, pred in zip(images.cpu(), masks.cpu(), predicted, strict=True):
-            rgb = ((image.float() * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        sizes, fitted_sizes = batch["size"].tolist(), batch["fitted"].tolist()
+        for i, (size, region) in enumerate(zip(sizes, fitted_sizes, strict=True)):
+            # The image, truth and prediction at the image's own size, as the metrics see them.
+            pred = restore_logits(logits[i], region, size).argmax(dim=0).cpu().numpy()
+            fitted = canvases[i, :, : region[0], : region[1]].permute(1, 2, 0).numpy()
+            rgb = resize_image(fitted, size)
+            truth = batch["mask"][i, : size[0], : size[1]].cpu().numpy()
             out.append(
                 wandb.Image(
                     rgb,
                     masks={
-                        "ground_truth": {"mask_data": truth.numpy(), "class_labels": labels},
-                        "prediction": {"mask_data": pred.numpy(), "class_labels": labels},
+                        "ground_truth": {"mask_data": truth, "class_labels": labels},
+                        "prediction": {"mask_data": pred, "class_labels": labels},
                     },
                 )
             )
@@ -85,3 +94,32 @@ def _wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
 
 def _value(metric: Any) -> float | None:
     return None if metric is None else float(metric)
+
+
+class ConfusionFiles(L.Callback):
+    """`confusion_val.csv/png` and `confusion_test.csv/png` in `dirpath`: the confusion matrix of
+    each `trainer.validate` / `trainer.test` run, i.e. of the checkpoint a run is judged by.
+
+    The validation epochs inside `fit` (and its sanity check) are skipped: their matrices
+    describe intermediate weights, and drawing a heat map every epoch costs time.
+    """
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "test")
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.sanity_checking or trainer.state.fn not in (
+            TrainerFn.VALIDATING,
+            TrainerFn.TESTING,
+        ):
+            return
+        matrix = pl_module.confusion_matrix(stage)  # on every rank: it is summed across them
+        if trainer.is_global_zero:
+            names = list(pl_module.class_names)
+            write_confusion(matrix.cpu(), names, self.dirpath / f"confusion_{stage}")

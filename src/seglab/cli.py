@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 from omegaconf import OmegaConf
 
+from seglab.console import exit_on_user_error
 from seglab.data.errors import DatasetError
 from seglab.demo import DEMO_SPLITS, write_demo_export
-from seglab.export import OPSET
+from seglab.prediction.onnx import OPSET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,12 +37,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    export = commands.add_parser(
-        "export", help="export a checkpoint to ONNX, checked against PyTorch on random inputs"
+    onnx = commands.add_parser(
+        "export", help="write a checkpoint as an ONNX model, checked against PyTorch"
     )
-    export.add_argument(
+    onnx.add_argument(
         "options", nargs="+", metavar="KEY=VALUE",
         help=f"ckpt=PATH output=model.onnx [opset={OPSET}] [tolerance=1e-3]",
+    )  # fmt: skip
+
+    cache = commands.add_parser(
+        "cache", help="list the unpacked .zip datasets in $SEGLAB_CACHE with sizes, or clear them"
+    )
+    cache.add_argument(
+        "action", nargs="?", choices=("list", "clear"), default="list",
+        help="list (default) or clear: remove every unpacked archive; each .zip is unpacked "
+        "again when next used",
     )  # fmt: skip
     args = parser.parse_args(argv)
 
@@ -51,12 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Wrote demo CVAT export ({sum(splits.values())} images) to {path}")
         return 0
     if args.command == "export":
-        return _export(args.options)
+        return _onnx(args.options)
+    if args.command == "cache":
+        return _cache(args.action)
     return _inspect(args.path, args.options, args.json)
 
 
-def _export(options: list[str]) -> int:
-    from seglab.export import export_onnx
+def _onnx(options: list[str]) -> int:
+    """`seglab export ckpt=... output=model.onnx`: the command keeps its name; it writes ONNX."""
+    from seglab.prediction.onnx import write_onnx
 
     given = OmegaConf.to_container(OmegaConf.from_dotlist(options))
     unknown = sorted(set(given) - {"ckpt", "output", "opset", "tolerance"})
@@ -67,7 +80,7 @@ def _export(options: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    report = export_onnx(
+    report = write_onnx(
         given["ckpt"],
         given["output"],
         opset=int(given.get("opset", OPSET)),
@@ -94,5 +107,32 @@ def _inspect(path: str, options: list[str], as_json: bool) -> int:
     return 1 if summary["problems"] else 0
 
 
+def _cache(action: str) -> int:
+    """`seglab cache [list|clear]`: the extraction cache grows by one folder per archive version
+    and is never pruned behind a run's back, so the user sees and frees it here."""
+    from seglab.data.cache import archives_dir, clear_cache, format_size, list_cache
+
+    if action == "clear":
+        count, size = clear_cache()
+        print(f"Removed {count} folder(s), {format_size(size)}, from {archives_dir()}")
+        return 0
+    entries = list_cache()
+    print(f"{archives_dir()}: {len(entries)} unpacked archive(s), "
+          f"{format_size(sum(e.size for e in entries))}")  # fmt: skip
+    for entry in entries:
+        origin = "unfinished extraction" if entry.partial else entry.archive or "source unknown"
+        print(f"  {format_size(entry.size):>10}  {entry.path.name}  ({origin})")
+    if entries:
+        print("Free the space with: seglab cache clear")
+    return 0
+
+
+def entry() -> int:
+    """The `seglab` console script: `main`, with a user's error printed as one line (exit 2)
+    instead of a traceback (`HYDRA_FULL_ERROR=1` shows it)."""
+    with exit_on_user_error():
+        return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

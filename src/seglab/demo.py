@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.data.cvat import SegClass
 from seglab.data.cvat_writer import CvatWriter
+from seglab.data.labelmap import SegClass
 
 DEMO_CLASSES = (
     SegClass("background", (0, 0, 0)),

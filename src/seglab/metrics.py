@@ -8,6 +8,7 @@ prediction and target has IoU NaN and is left out of the mean; `ignore_index` pi
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+from seglab.atomic import atomic_write, atomic_write_bytes
 
 
 def metrics_from_confusion(confusion: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
@@ -90,16 +93,15 @@ def write_confusion(
     Rows are true classes, columns predicted ones; ignored pixels are not in the matrix.
     """
     counts = confusion.cpu().long().numpy()
-    stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = stem.with_suffix(".csv"), stem.with_suffix(".png")
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *class_names])
-        writer.writerows(
-            [name, *row] for name, row in zip(class_names, counts.tolist(), strict=True)
-        )
-    if not cv2.imwrite(str(png_path), draw_confusion(counts, class_names)):
-        raise OSError(f"{png_path}: could not write file")
+    rows = [["true \\ predicted", *class_names]]
+    rows += [[name, *row] for name, row in zip(class_names, counts.tolist(), strict=True)]
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    # Bytes: csv writes its own \r\n line ends. Atomic: a killed run never leaves half a file.
+    atomic_write_bytes(csv_path, text.getvalue().encode("utf-8"))
+    image = draw_confusion(counts, class_names)
+    atomic_write(png_path, lambda partial: _imwrite(partial, image, png_path))
     return csv_path, png_path
 
 
@@ -167,3 +169,8 @@ def _put_centered(
 ) -> None:
     w, h = _text_size(text, scale)
     cv2.putText(image, text, (cx - w // 2, cy + h // 2), FONT, scale, color, 1, cv2.LINE_AA)
+
+
+def _imwrite(path: Path, image: np.ndarray, shown: Path) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"{shown}: could not write file")

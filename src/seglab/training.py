@@ -5,22 +5,28 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate, to_absolute_path
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from seglab.data.cvat import DatasetError
+from seglab.budget import ValidationCadence, parse_budget
+from seglab.checkpoints import read_checkpoint
+from seglab.config import validate
+from seglab.console import say
 from seglab.data.datamodule import SegmentationDataModule
-from seglab.metrics import format_table, write_confusion
-from seglab.models.class_weights import pixel_counts, weights_from_counts
+from seglab.data.errors import DatasetError
+from seglab.metrics import format_table
 from seglab.models.module import SegmentationModule
+
+# With a time budget, validation may take at most this share of the training time.
+VALIDATION_SHARE = 0.1
 
 
 @dataclass
@@ -35,7 +41,9 @@ class Experiment:
 
 
 def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experiment:
-    """Seed, read the data, and instantiate the module, callbacks, loggers and trainer."""
+    """Check the config, seed, read the data, and instantiate the module, callbacks, loggers
+    and trainer."""
+    validate(cfg)  # before any data is read: a typo'd value fails in a second, its key named
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -45,6 +53,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
     datamodule: SegmentationDataModule = instantiate(
         cfg.data,
         augmentation=OmegaConf.to_container(cfg.augmentation.train, resolve=True),
+        scale_range=list(cfg.augmentation.scale),
         _recursive_=False,
     )
     classes = [{"name": c.name, "color": list(c.color)} for c in datamodule.classes]
@@ -69,7 +78,16 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c]
     if not loggers:  # logger=none: the LR monitor would have nowhere to write, and refuses
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    budget: dict[str, Any] = {}
+    if cfg.get("budget") is not None:
+        # The clock, not epochs, ends the run; early stopping would cut the schedule short.
+        budget = {"max_time": parse_budget(cfg.budget), "max_epochs": -1}
+        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
+    if budget or cfg.trainer.get("max_time"):
+        callbacks.append(ValidationCadence(share=VALIDATION_SHARE))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **budget
+    )
     for logger in loggers:  # the whole resolved config, not only the module's arguments
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return Experiment(datamodule, module, trainer, callbacks, ckpt_path)
@@ -83,12 +101,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     classes = module.hparams.classes
 
-    if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
-    best_ckpt = (checkpoint.best_model_path if checkpoint else "") or ckpt_path
-
     metrics: dict[str, Any] = {}
+    if cfg.train:
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        seconds = time.perf_counter() - started
+        images = trainer.global_step * datamodule.batch_size * trainer.accumulate_grad_batches
+        metrics["train/seconds"] = round(seconds, 1)
+        metrics["train/images_per_s"] = round(images * trainer.world_size / seconds, 3)
+        metrics["train/epochs"] = trainer.current_epoch
+    checkpoint = next(
+        (c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
+    )  # the best-checkpoint keeper, not last.ckpt's
+    best_ckpt = (checkpoint.best_model_path if checkpoint else "") or ckpt_path
+    if best_ckpt and _written_by(checkpoint, best_ckpt) and not Path(best_ckpt).is_file():
+        # A run killed between saving a new best (which removes the old one) and last.ckpt
+        # resumes with the old best's path in its state; the weights it trained are in last.
+        last = Path(checkpoint.dirpath) / "last.ckpt"
+        say(f"{best_ckpt} was removed when a later best was saved; evaluating {last}")
+        best_ckpt = str(last)
+    if best_ckpt and best_ckpt != ckpt_path and not _written_by(checkpoint, best_ckpt):
+        # Reloaded from the resumed checkpoint's callback state: any path, even a URL that
+        # Lightning would download and unpickle. Checked like ckpt_path before it is read.
+        read_checkpoint(best_ckpt, key="best_model_path")
+
     (val_metrics,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best_ckpt)
     metrics.update(val_metrics)
     if cfg.test and datamodule.has_test:
@@ -104,7 +140,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if f"{stage}/mIoU" in metrics:
                 print(f"\n{stage} metrics ({best_ckpt or 'last weights'}):")
                 print(format_table(_nan_for_none(metrics), names, prefix=f"{stage}/"))
-                write_confusion(module.last_confusion[stage], names, run_dir / f"confusion_{stage}")
         print(f"\nRun directory:   {run_dir.resolve()}")
         print(f"Best checkpoint: {metrics['best_ckpt']}")
         if metrics["best_ckpt"]:
@@ -120,27 +155,18 @@ def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str
     method = cfg.loss.get("class_weights")
     if not isinstance(method, str):
         return _plain(cfg.loss)
-    counts = datamodule.scan_report.pixels.get("train") if datamodule.scan_report else None
-    if counts is None:
-        train = datamodule.dataset("train")
-        counts = pixel_counts(
-            lambda i: train.load(i)[1], len(train), len(datamodule.classes), datamodule.ignore_index
-        )
-    weights = weights_from_counts(counts, method)
+    weights = datamodule.class_weights(method)
     names = [c.name for c in datamodule.classes]
-    print(f"[seglab] class weights ({method}): {dict(zip(names, weights, strict=True))}")
+    say(f"class weights ({method}): {dict(zip(names, weights, strict=True))}")
     cfg = copy.deepcopy(cfg)  # the caller's config keeps the recipe
     cfg.loss.class_weights = weights  # terms that read ${loss.class_weights} follow
     return _plain(cfg.loss)
 
 
 def check_checkpoint_classes(ckpt_path: str, classes: list[dict[str, Any]]) -> None:
-    """Refuse a checkpoint trained on another label set, naming the differences."""
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(
-        "hyper_parameters", {}
-    )
+    """Refuse a checkpoint that is not seglab's (`read_checkpoint`: before Lightning unpickles
+    it) or that was trained on another label set, naming the differences."""
+    hparams = read_checkpoint(ckpt_path, key="ckpt_path")["hyper_parameters"]
     trained = [(c["name"], tuple(c["color"])) for c in hparams.get("classes", [])]
     current = [(c["name"], tuple(c["color"])) for c in classes]
     if trained != current:
@@ -150,6 +176,13 @@ def check_checkpoint_classes(ckpt_path: str, classes: list[dict[str, Any]]) -> N
             f"has {[n for n, _ in current]} (names, colours and order must match). "
             "Use a checkpoint trained on this labelmap, or fix data.labelmap"
         )
+
+
+def _written_by(checkpoint: ModelCheckpoint | None, path: str) -> bool:
+    """Whether `path` is a local file in the folder `checkpoint` writes this run's files to."""
+    if checkpoint is None or not checkpoint.dirpath or "://" in path:
+        return False
+    return Path(path).resolve().parent == Path(checkpoint.dirpath).resolve()
 
 
 def _plain(node: Any) -> Any:

@@ -11,44 +11,45 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import cv2
 import numpy as np
 
-from seglab.data.cvat import BACKGROUND, SegClass, index_colors, labelmap_text
+from seglab.atomic import new_partial_dir, new_partial_file
+from seglab.data.labelmap import BACKGROUND, SegClass, index_colors, labelmap_text
 from seglab.data.masks import colorize
 
 
 class CvatWriter:
     """`with CvatWriter(path, classes) as w: w.add(item_id, class_mask)`.
 
-    `path` ending in `.zip` gets a zip file, anything else a folder; either appears only when
-    the writer closes without an error, so a crash never leaves half an export behind.
+    `path` ending in `.zip` gets a zip file, anything else a folder; either is written under a
+    partial name beside it (`seglab.atomic`, modes per the umask) and appears only when the
+    writer closes without an error, so a crash never leaves half an export behind. With
+    `replace=True` a zip replaces an existing one at that moment, so the previous export
+    survives until the new one is complete.
     """
 
-    def __init__(self, path: str | Path, classes: Sequence[SegClass]):
+    def __init__(self, path: str | Path, classes: Sequence[SegClass], replace: bool = False):
         self.path = Path(path)
-        if self.path.exists():
+        is_zip = self.path.suffix.lower() == ".zip"
+        if self.path.exists() and not (replace and is_zip and self.path.is_file()):
             raise FileExistsError(f"{self.path} already exists; choose a new path for the export")
         self.classes = tuple(classes)
         self._palette = np.asarray([c.color for c in self.classes], np.uint8)
         names = [c.name for c in self.classes]
         self._background = names.index(BACKGROUND) if BACKGROUND in names else None
         self._subsets: dict[str, list[str]] = defaultdict(list)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.suffix.lower() == ".zip":
-            handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}-", dir=self.path.parent)
-            os.close(handle)
-            self._tmp = Path(tmp)
+        if is_zip:
+            self._tmp = new_partial_file(self.path)
             self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w")
         else:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
+            self._tmp = new_partial_dir(self.path)
             self._zip = None
 
     def add(
@@ -94,7 +95,7 @@ class CvatWriter:
             )
         if self._zip is not None:
             self._zip.close()
-        self._tmp.rename(self.path)
+        os.replace(self._tmp, self.path)  # atomic; over a previous zip only with replace=True
         return self.path
 
     def abort(self) -> None:
@@ -125,6 +126,11 @@ class CvatWriter:
         target = self._tmp / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
+
+def write_labelmap(path: Path, classes: Iterable[SegClass]) -> None:
+    """A labelmap.txt as CVAT's exporter writes it (for exports written outside `CvatWriter`)."""
+    Path(path).write_text(labelmap_text(classes), encoding="utf-8")
 
 
 def _png(rgb: np.ndarray) -> bytes:

@@ -16,19 +16,23 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
-from seglab.data.cvat import SegClass, SegmentationExport, read_export
+from seglab.console import say
+from seglab.data.class_weights import pixel_counts, weights_from_counts
 from seglab.data.dataset import SegmentationDataset, build_decoder
 from seglab.data.errors import DatasetError
+from seglab.data.labelmap import SegClass
+from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
 from seglab.data.scan import ScanReport, raise_on_problems, scan_export
-from seglab.data.transforms import build_eval_transform, build_train_transform
+from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
+from seglab.preprocessing import auto_image_size
 
 
 class SegmentationDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
-        image_size: Sequence[int] = (512, 512),
+        image_size: Sequence[int] | str = "auto",
         batch_size: int = 8,
         num_workers: int | str = "auto",
         mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -45,17 +49,22 @@ class SegmentationDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         augmentation: Sequence[dict[str, Any]] = (),
+        scale_range: Sequence[float] = (1.0, 1.0),
         demo: bool = False,
     ):
+        """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`).
+        `augmentation` and `scale_range`: the train-time augmentation (conf/augmentation/)."""
         super().__init__()
         self.path = Path(to_absolute_path(path))
         self.images_dir = Path(to_absolute_path(images_dir)) if images_dir else None
         self.labelmap = Path(to_absolute_path(labelmap)) if labelmap else None
-        self.image_size = tuple(int(v) for v in image_size)
-        if len(self.image_size) != 2 or any(v % 32 for v in self.image_size):
+        self.image_size_option = image_size if image_size == "auto" else tuple(image_size)
+        if image_size != "auto" and (
+            len(self.image_size_option) != 2 or any(int(v) % 32 for v in self.image_size_option)
+        ):
             raise ValueError(
                 f"data.image_size={list(image_size)}: give [height, width], each a multiple of 32 "
-                "(the encoders downsample 5 times)"
+                "(the encoders downsample 5 times), or auto"
             )
         self.batch_size = batch_size
         self.num_workers = resolve_workers(num_workers)
@@ -72,6 +81,7 @@ class SegmentationDataModule(L.LightningDataModule):
         }
         self.unknown_colors = unknown_colors
         self.augmentation = list(augmentation)
+        self.scale_range = tuple(float(v) for v in scale_range)
         self.demo = demo
         self.scan_report: ScanReport | None = None
 
@@ -79,30 +89,60 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.demo and not self.path.exists():
             from seglab.demo import write_demo_export
 
-            _say(f"Writing the demo CVAT export to {self.path}")
+            say(f"Writing the demo CVAT export to {self.path}")
             write_demo_export(self.path)
 
     @cached_property
     def export(self) -> SegmentationExport:
-        """The parsed dataset, every mask already checked; problems stop the run here."""
+        """The parsed dataset, every image and mask already checked by the scan `seglab inspect`
+        runs (so the two refuse the same datasets); problems stop the run here."""
         self.prepare_data()
         export = read_export(
             self.path, images_dir=self.images_dir, labelmap=self.labelmap, **self.read_options
         )
         for note in export.notes:
-            _say(note)
+            say(note)
         self.scan_report = scan_export(export, self._decoder(export))
         raise_on_problems(self.scan_report)
-        for split in ("train", "val"):
-            if not export.split(split):
-                raise DatasetError(
-                    f"{export.root}: no {split!r} images; the dataset has {export.splits}. Name "
-                    "subsets train/val(idation)/test, or map yours: data.subset_map={name: split}"
-                )
         sizes = ", ".join(f"{s} {len(export.split(s))}" for s in export.splits)
         n = len(export.classes)
-        _say(f"Dataset {export.root} ({export.layout} layout): {n} classes; {sizes}")
+        say(f"Dataset {export.root} ({export.layout} layout): {n} classes; {sizes}")
         return export
+
+    @cached_property
+    def image_size(self) -> tuple[int, int]:
+        """The network's input size, [height, width]: `data.image_size`, or for `auto` the
+        median training image scaled to a long side of at most 512 and rounded to multiples of
+        32 (`seglab.preprocessing.auto_image_size`), printed and stored in the checkpoint."""
+        if self.image_size_option != "auto":
+            return tuple(int(v) for v in self.image_size_option)  # type: ignore[return-value]
+        self.export  # noqa: B018  (the scan measures the image sizes)
+        sizes = self.scan_report.sizes.get("train", []) if self.scan_report else []
+        size = auto_image_size(sizes)
+        if sizes:
+            median = auto_image_size(sizes, max_side=1 << 30)
+            say(
+                f"data.image_size=auto -> {list(size)} (median training image about "
+                f"{median[0]}x{median[1]}, long side capped at 512, multiples of 32); "
+                "set data.image_size=[H,W] to choose"
+            )
+        return size
+
+    def class_weights(self, method: str) -> list[float]:
+        """Per-class loss weights from the train split's pixel frequencies, in class-index order
+        (`method`: auto, median or inverse; see `seglab.data.class_weights`).
+
+        The pixels come from the scan that `export` runs anyway, so no mask is read twice; they
+        are counted through the training decoder only if no scan report exists.
+        """
+        export = self.export  # runs the scan
+        counts = self.scan_report.pixels.get("train") if self.scan_report else None
+        if counts is None:
+            train = self.dataset("train")
+            counts = pixel_counts(
+                lambda i: train.load(i)[1], len(train), len(export.classes), self.ignore_index
+            )
+        return weights_from_counts(counts, method)
 
     @property
     def classes(self) -> tuple[SegClass, ...]:
@@ -115,7 +155,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> SegmentationDataset:
         """The split's samples with train-time augmentation or the deterministic eval transform."""
         transform = (
-            build_train_transform(self.augmentation)
+            build_train_transform(
+                self.augmentation, self.image_size, self.scale_range, self.ignore_index
+            )
             if train
             else build_eval_transform(self.image_size)
         )
@@ -150,6 +192,7 @@ class SegmentationDataModule(L.LightningDataModule):
             sampler=None if train else self._eval_sampler(dataset),
             drop_last=train and len(self.export.split(split)) > self.batch_size,
             num_workers=self.num_workers,
+            collate_fn=None if train else EvalCollate(self.ignore_index),
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
@@ -174,11 +217,6 @@ class SegmentationDataModule(L.LightningDataModule):
         if not self.has_test:
             raise DatasetError(f"{self.path}: no test split to test on")
         return self._loader("test", train=False)
-
-
-@rank_zero_only
-def _say(message: str) -> None:
-    print(f"[seglab] {message}")
 
 
 def resolve_workers(num_workers: int | str) -> int:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seglab.data.cvat import Sample, SegmentationExport
 from seglab.data.errors import DatasetError
+from seglab.data.layouts import Sample, SegmentationExport
 from seglab.data.masks import MaskDecoder
 
 Transform = Callable[..., dict]
@@ -33,7 +33,8 @@ def build_decoder(
     targets = [
         ignore_index if lb.name in export.ignored else index[lb.name] for lb in export.labels
     ]
-    return MaskDecoder([lb.color for lb in export.labels], targets, ignore_index, unknown_colors)
+    colors = [lb.color for lb in export.labels]
+    return MaskDecoder(colors, targets, ignore_index, unknown_colors, export.colour_labels)
 
 
 class SegmentationDataset(Dataset):
@@ -74,5 +75,4 @@ class SegmentationDataset(Dataset):
         """uint8 image (3, H, W) and the mask in its decoded dtype: 8x fewer bytes between
         processes than int64; the module converts both on the device."""
         image, mask = self.load(i)
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"]}
+        return dict(self.transform(image=image, mask=mask))

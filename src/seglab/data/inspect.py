@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seglab.data.cvat import SegmentationExport, read_export
+from seglab.data.class_weights import weights_from_counts
 from seglab.data.dataset import build_decoder
+from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.scan import ScanReport, scan_export
-from seglab.models.class_weights import weights_from_counts
 
 READ_KEYS = (
     "images_dir", "labelmap", "classes", "class_order", "ignore_classes", "subset_map",

@@ -67,8 +67,14 @@ class MaskDecoder:
         label_targets: Sequence[int],
         ignore_index: int,
         unknown_colors: str = "error",
+        colour_labels: bool = False,
     ):
-        """`label_targets[i]` is the class index (or ignore_index) of the labelmap's label i."""
+        """`label_targets[i]` is the class index (or ignore_index) of the labelmap's label i.
+
+        `colour_labels`: the labels come from a labelmap with colours, so a grayscale mask whose
+        values are no label's position is more likely a wrong kind of mask than a typo; the
+        message then says so (see `grayscale_hint`).
+        """
         if unknown_colors not in UNKNOWN_POLICIES:
             raise DatasetError(f"data.unknown_colors={unknown_colors!r}: use error or ignore")
         num_classes = max((t for t in label_targets if t != ignore_index), default=0) + 1
@@ -80,6 +86,7 @@ class MaskDecoder:
         self.dtype = np.uint8 if ignore_index <= 255 and num_classes <= 255 else np.uint16
         self.ignore_index = ignore_index
         self.unknown_colors = unknown_colors
+        self.colour_labels = colour_labels
         self.targets = np.asarray(label_targets, dtype=self.dtype)
         self._colors = np.asarray(label_colors, dtype=np.uint8).reshape(-1, 3)
         # Slot 0 is "not in the labelmap"; slot i + 1 is label i.
@@ -105,10 +112,8 @@ class MaskDecoder:
         """The class-index mask of `path`; unknown values raise unless unknown_colors=ignore."""
         decoded = self.decode(path)
         if decoded.unknown and self.unknown_colors == "error":
-            raise DatasetError(
-                f"{path}: {describe_unknown(decoded.unknown)}. Add the label to labelmap.txt, "
-                "fix the mask, or set data.unknown_colors=ignore to leave those pixels out"
-            )
+            hint = self.fix_hint(decoded.unknown)
+            raise DatasetError(f"{path}: {describe_unknown(decoded.unknown)}. {hint}")
         return decoded.mask
 
     def decode(self, path: Path) -> Decoded:
@@ -116,6 +121,15 @@ class MaskDecoder:
         if array.ndim == 3:
             return self._from_colors(array)
         return self._from_values(array)
+
+    def fix_hint(self, unknown: dict[tuple[int, ...], int]) -> str:
+        """How to fix masks with these unknown values."""
+        if self.colour_labels and len(next(iter(unknown))) == 1:
+            return grayscale_hint()
+        return (
+            "Add the label to labelmap.txt, fix the mask, or set data.unknown_colors=ignore to "
+            "leave those pixels out"
+        )
 
     def full(self, shape: tuple[int, int], class_index: int) -> np.ndarray:
         return np.full(shape, class_index, dtype=self.dtype)
@@ -210,6 +224,18 @@ def describe_unknown(unknown: dict[tuple[int, ...], int]) -> str:
     )
     return (
         f"{len(unknown)} {kind} not in the labelmap: {listed}{', ...' if len(unknown) > 10 else ''}"
+    )
+
+
+def grayscale_hint() -> str:
+    """A single-channel mask in an export whose labelmap gives colours: usually a mask saved by
+    another tool (0/255 binary masks, class ids), not CVAT's RGB masks."""
+    return (
+        "The mask looks grayscale (one channel) although the labelmap gives every label a "
+        "colour: its values are read as positions in the labelmap (0 = first label), and these "
+        "are none. Save the masks as RGB PNGs in the labelmap's colours, as CVAT exports them; or, "
+        "if the values are class ids, replace labelmap.txt by a classes.txt naming the classes "
+        "in id order (the index layout)"
     )
 
 

@@ -1,8 +1,10 @@
-"""Read every mask once, as training will, before training starts.
+"""Read every image and mask once, as training will, before training starts.
 
-A bad mask found in epoch 7 by a worker process costs hours; found here it costs seconds, and
-all problems are listed at once. The same pass counts pixels per class and split, which
-`seglab inspect` prints and class weighting can use.
+A bad file found in epoch 7 by a worker process costs hours; found here it costs seconds, and
+all problems are listed at once. `seglab inspect` and the datamodule run this same scan and
+refuse the same datasets: whatever training would reject is a problem here (an unreadable,
+truncated or oversized image, a bad mask, a train or val split without images). The same pass
+counts pixels per class and split, which `seglab inspect` prints and class weighting uses.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from seglab.data.cvat import Sample, SegmentationExport
 from seglab.data.errors import DatasetError
+from seglab.data.images import check_image, max_image_pixels, pillow_limit_off, too_large
+from seglab.data.layouts import Sample, SegmentationExport
 from seglab.data.masks import MaskDecoder, describe_unknown
+
+REQUIRED_SPLITS = ("train", "val")  # training fits on train and picks checkpoints on val
 
 
 @dataclass
 class ScanReport:
     class_names: list[str]
     images: dict[str, int] = field(default_factory=dict)  # split -> images
+    sizes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # split -> [(h, w)]
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # split -> pixels per class
     unknown: dict[tuple[int, ...], list[int]] = field(default_factory=dict)  # value -> [px, files]
     problems: list[str] = field(default_factory=list)  # what training would reject
@@ -33,20 +39,25 @@ class ScanReport:
 
 
 def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
-    """Decode every mask, check sizes against images; collect problems instead of stopping."""
+    """Check every image, decode every mask, compare sizes; collect problems instead of
+    stopping at the first."""
     report = ScanReport(class_names=export.class_names)
+    report.problems.extend(split_problems(export))
     num_classes = len(export.classes)
+    limit = max_image_pixels()
     workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
+    with pillow_limit_off(), ThreadPoolExecutor(workers) as pool:
         results = list(
             pool.map(
-                lambda s: _scan_one(s, decoder, num_classes, export.background_index),
+                lambda s: _scan_one(s, decoder, num_classes, export.background_index, limit),
                 export.samples,
             )
         )
     unknown_files: dict[tuple[int, ...], list[str]] = defaultdict(list)
-    for sample, (counts, unknown, problem) in zip(export.samples, results, strict=True):
+    for sample, (counts, unknown, problem, size) in zip(export.samples, results, strict=True):
         report.images[sample.split] = report.images.get(sample.split, 0) + 1
+        if size is not None:
+            report.sizes.setdefault(sample.split, []).append(size)
         totals = report.pixels.setdefault(sample.split, np.zeros(num_classes, np.int64))
         if counts is not None:
             totals += counts
@@ -61,47 +72,66 @@ def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
         for value, files in unknown_files.items():
             px = report.unknown[value][0]
             shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+            hint = decoder.fix_hint({value: px})
             report.problems.append(
-                f"{describe_unknown({value: px})} in {len(files)} mask(s): {shown}"
+                f"{describe_unknown({value: px})} in {len(files)} mask(s): {shown}. {hint}"
             )
     return report
 
 
-EXIF_ORIENTATION = 0x0112
-ROTATED_90 = (5, 6, 7, 8)  # orientations that swap width and height
+def split_problems(export: SegmentationExport) -> list[str]:
+    """A split training needs that has no image (an empty subset file, say)."""
+    return [
+        f"{export.root}: no {split!r} images; the dataset has {export.splits}. Name subsets "
+        "train/val(idation)/test, or map yours: data.subset_map={name: split}"
+        for split in REQUIRED_SPLITS
+        if not export.split(split)
+    ]
 
 
 def _scan_one(
-    sample: Sample, decoder: MaskDecoder, num_classes: int, background_index: int | None
-) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None]:
+    sample: Sample,
+    decoder: MaskDecoder,
+    num_classes: int,
+    background_index: int | None,
+    limit: int,
+) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None, tuple[int, int] | None]:
+    """(pixels per class, unknown mask values, the problem, the image's (height, width))."""
     try:
-        with Image.open(sample.image) as image:  # reads the header only
-            width, height = image.size
-            # OpenCV, like CVAT, shows the image turned by its EXIF orientation; so must the check.
-            if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_90:
-                width, height = height, width
-    except (OSError, SyntaxError, ValueError) as err:
-        return None, {}, f"{sample.image}: cannot read image ({err})"
+        width, height = check_image(sample.image, limit)
+    except DatasetError as err:
+        return None, {}, str(err), None
+    size = (height, width)
     if sample.mask is None:
         counts = np.zeros(num_classes, np.int64)
         counts[background_index] = width * height
-        return counts, {}, None
+        return counts, {}, None, size
     try:
+        problem = _mask_too_large(sample, limit)
+        if problem:
+            return None, {}, problem, size
         decoded = decoder.decode(sample.mask)
     except DatasetError as err:
-        return None, {}, str(err)
+        return None, {}, str(err), size
     mask_h, mask_w = decoded.mask.shape
     if (mask_h, mask_w) != (height, width):
-        return (
-            None,
-            {},
-            (
-                f"{sample.mask}: mask is {mask_w}x{mask_h} but image {sample.image} is "
-                f"{width}x{height} (WxH)"
-            ),
+        problem = (
+            f"{sample.mask}: mask is {mask_w}x{mask_h} but image {sample.image} is "
+            f"{width}x{height} (WxH)"
         )
+        return None, {}, problem, size
     counts = np.bincount(decoded.mask.ravel(), minlength=num_classes)[:num_classes]
-    return counts.astype(np.int64), decoded.unknown, None
+    return counts.astype(np.int64), decoded.unknown, None, size
+
+
+def _mask_too_large(sample: Sample, limit: int) -> str | None:
+    """Read the mask's header before decoding it: Pillow's own limit is off during the scan."""
+    try:
+        with Image.open(sample.mask) as mask:
+            width, height = mask.size
+    except (OSError, SyntaxError, ValueError):
+        return None  # the decoder reports unreadable masks in its own words
+    return too_large(sample.mask, "mask", width, height, limit)
 
 
 def raise_on_problems(report: ScanReport, limit: int = 20) -> None:

@@ -1,28 +1,108 @@
-"""Albumentations pipelines: train-time augmentation from config, deterministic eval-time resize.
+"""What a sample becomes on its way to a batch: train-time geometry and augmentation, and the
+evaluation view of an image (its `letterbox` canvas with the mask at the image's own size).
 
 Both end in uint8 tensors: normalisation happens on the device, after the batch transfer
-(`SegmentationModule.on_after_batch_transfer`), where it costs nothing, instead of in the loader
-workers, where it was the most expensive step of a sample (2.9 ms of ~7 at 512 px), and the
-float32 images were 4x more bytes to pass between processes and copy to the GPU.
+(`seglab.preprocessing.normalise`, called by `SegmentationModule.on_after_batch_transfer`). The
+evaluation geometry is `seglab.preprocessing`'s, the very functions predict.py uses, so
+validation and test metrics are computed on the predictions a user would get, at each image's
+own resolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
+import cv2
+import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
+from seglab.preprocessing import fit_size, letterbox
 
-def build_train_transform(augmentations: Sequence[dict[str, Any]]) -> A.Compose:
-    """Augmentations from config (each a `_target_` dict), then conversion to tensors."""
+
+def build_train_transform(
+    augmentations: Sequence[dict[str, Any]],
+    image_size: Sequence[int],
+    scale_range: Sequence[float] = (1.0, 1.0),
+    ignore_index: int = 255,
+) -> A.Compose:
+    """Geometry first, then the configured augmentations (each a `_target_` dict), then tensors.
+
+    The geometry never squashes an image: it is fitted into `image_size` with its aspect kept
+    (as evaluation does), scaled by a random factor from `scale_range` (scale jitter: objects
+    are seen a little smaller and larger than at test time), then padded with ignored pixels
+    where it is smaller than `image_size` and cropped at a random place where it is larger.
+    """
+    height, width = (int(v) for v in image_size)
+    low, high = (float(v) for v in scale_range)
+    if not 0 < low <= high:
+        raise ValueError(
+            f"augmentation.scale={list(scale_range)}: give [low, high] with 0 < low <= high"
+        )
+    geometry = [A.LongestMaxSize(max_size_hw=(height, width))]
+    if (low, high) != (1.0, 1.0):
+        geometry.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
+    geometry += [
+        A.PadIfNeeded(
+            min_height=height,
+            min_width=width,
+            position="top_left",  # where evaluation puts the image on its canvas
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+        ),
+        A.RandomCrop(height=height, width=width),
+    ]
     steps = [instantiate(cfg, _convert_="all") for cfg in augmentations]
-    return A.Compose([*steps, ToTensorV2()])
+    return A.Compose([*geometry, *steps, ToTensorV2()])
 
 
-def build_eval_transform(image_size: Sequence[int]) -> A.Compose:
-    """Resize to the training size; masks are resized nearest-neighbour."""
-    height, width = image_size
-    return A.Compose([A.Resize(height, width), ToTensorV2()])
+@dataclass(frozen=True)
+class EvalTransform:
+    """An image as evaluation sees it: its `letterbox` canvas of the training size (what the
+    network gets), the mask untouched at the image's own size (what the metrics count), and
+    both sizes, so the module can bring the logits back (`restore_logits`).
+
+    A class, not a closure, so that loader workers can pickle it.
+    """
+
+    image_size: tuple[int, int]
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
+        canvas = letterbox(image, self.image_size)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+            "size": torch.tensor(image.shape[:2]),
+            "fitted": torch.tensor(fit_size(image.shape[:2], self.image_size)),
+        }
+
+
+def build_eval_transform(image_size: Sequence[int]) -> EvalTransform:
+    return EvalTransform((int(image_size[0]), int(image_size[1])))
+
+
+@dataclass(frozen=True)
+class EvalCollate:
+    """Stack evaluation samples: the canvases have one size; the masks keep their own and are
+    padded to the batch's largest with `ignore_index`, which no metric counts."""
+
+    ignore_index: int
+
+    def __call__(self, samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        height = max(int(s["mask"].shape[0]) for s in samples)
+        width = max(int(s["mask"].shape[1]) for s in samples)
+        masks = samples[0]["mask"].new_full((len(samples), height, width), self.ignore_index)
+        for i, sample in enumerate(samples):
+            mask = sample["mask"]
+            masks[i, : mask.shape[0], : mask.shape[1]] = mask
+        return {
+            "image": torch.stack([s["image"] for s in samples]),
+            "mask": masks,
+            "size": torch.stack([s["size"] for s in samples]),
+            "fitted": torch.stack([s["fitted"] for s in samples]),
+        }

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
+from hydra.utils import to_absolute_path
 from torch import nn
+
+from seglab.console import say
+from seglab.errors import ConfigError
 
 TIMM_PREFIX = "tu-"  # smp's prefix for any timm backbone, e.g. tu-vit_tiny_patch16_224
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """An architecture or encoder name smp does not know."""
 
 
@@ -25,17 +30,22 @@ def create_model(
     freeze_encoder: bool = False,
     channels_last: bool = False,
     compile: bool = False,
-    sync_batchnorm: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """`smp.create_model` that names the valid choices and explains failed weight downloads.
 
+    `encoder_weights`: `imagenet` (or another smp name; downloaded once), null (random), or a
+    local `.pth` / `.pt` / `.safetensors` file holding the encoder's state dict, for machines
+    without internet (`load_encoder_weights`).
+
     `freeze_encoder` also keeps the encoder's normalisation statistics fixed (smp's own freeze);
     `channels_last` and `compile` are speed options that leave the state dict unchanged.
-    `sync_batchnorm` is carried out by the Trainer (`trainer.sync_batchnorm` follows it), which
-    swaps the layers only when several processes train.
+    Synchronised batch norm across processes is the Trainer's `trainer.sync_batchnorm`.
     """
     check_names(arch, encoder_name)
+    weights_file = encoder_weights if is_weights_file(encoder_weights) else None
+    if weights_file:
+        encoder_weights = None  # built at random, then the file's weights replace the encoder's
     try:
         model = smp.create_model(
             arch,
@@ -54,6 +64,8 @@ def create_model(
             "model.encoder_weights=null to the command line; or copy the weights into the "
             "Hugging Face / torch hub cache on a machine with internet access."
         ) from err
+    if weights_file:
+        load_encoder_weights(model.encoder, weights_file, encoder_name)
     if freeze_encoder:
         model.freeze_encoder()
     if channels_last:
@@ -100,3 +112,79 @@ def check_names(arch: str, encoder_name: str) -> None:
             f"model.encoder_name={encoder_name!r} is not an smp encoder; choose one of "
             f"{encoders}, or any timm model as 'tu-<name>'"
         )
+
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+# Keys of a classifier's head that an encoder does not have: left out, with a note.
+HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
+
+
+def is_weights_file(value: object) -> bool:
+    """A path rather than a name such as `imagenet`: a weights suffix, or a folder in it."""
+    return isinstance(value, str) and (
+        value.lower().endswith(WEIGHT_SUFFIXES) or "/" in value or "\\" in value
+    )
+
+
+def load_encoder_weights(encoder: nn.Module, path: str, encoder_name: str) -> None:
+    """Load a local encoder state dict, read as data only (safetensors, or torch's
+    weights_only loader), so that air-gapped machines start from pretrained weights.
+
+    Accepted: the encoder's own state dict (`torch.save(model.encoder.state_dict(), f)`), a
+    whole smp model's (keys `encoder.*`), or a classification network's whose head (`fc.*`,
+    `classifier.*`, ...) is left out. Any other missing, unexpected or mis-shaped key is an
+    error naming the keys.
+    """
+    file = Path(to_absolute_path(path))
+    where = f"model.encoder_weights={path}"
+    if not file.is_file():
+        raise ConfigError(
+            f"{where}: no such file. Give a .pth or .safetensors file of {encoder_name!r} "
+            "encoder weights (README: Pretrained weights without internet), imagenet, or null"
+        )
+    try:
+        if file.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file: never fall back to unpickling it
+        raise ConfigError(
+            f"{where}: not a readable state dict ({type(err).__name__}: {str(err)[:200]}). "
+            "Save one with torch.save(model.encoder.state_dict(), path) or as .safetensors"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{where}: expected a dict of tensors (a state dict)")
+    if state and all(k.startswith("encoder.") for k in state if not k.startswith("decoder")):
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    expected = encoder.state_dict()
+    head = sorted(k for k in state if k not in expected and k.startswith(HEAD_PREFIXES))
+    state = {k: v for k, v in state.items() if k not in head}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} (encoder: {tuple(expected[k].shape)})"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("wrong shapes", shapes),
+        )
+        if keys
+    ]
+    if problems:
+        raise ConfigError(
+            f"{where} does not fit encoder {encoder_name!r}: " + "; ".join(problems) + ". Save "
+            f"the weights of the same encoder (model.encoder_name={encoder_name}) with "
+            "torch.save(model.encoder.state_dict(), path)"
+        )
+    encoder.load_state_dict(state)
+    note = f" (classification head left out: {', '.join(head)})" if head else ""
+    say(f"encoder {encoder_name!r}: loaded {len(state)} tensors from {file}{note}")

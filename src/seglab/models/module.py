@@ -2,22 +2,28 @@
 
 Every constructor argument is plain config (dicts, lists, numbers), so the checkpoint's
 hyper-parameters rebuild the model without the training config: prediction needs only `ckpt=`.
+They are checked and looked up in seglab's registries (`models.registry`), never imported by
+name, so a checkpoint from anyone can describe a network but never run code.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 import seglab
+from seglab.budget import budget_progress, fit_timer
 from seglab.metrics import metrics_from_confusion
 from seglab.models.factory import check_input_size
-from seglab.models.optim import param_groups
+from seglab.models.hparams import check_hparams
+from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
+from seglab.preprocessing import normalise, pixel_statistics, restore_logits
 
 
 class SegmentationModule(L.LightningModule):
@@ -34,19 +40,28 @@ class SegmentationModule(L.LightningModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         seglab_version: str = seglab.__version__,
     ):
-        """`classes` is a list of `{"name", "color"}` in class-index order."""
+        """`classes` is a list of `{"name", "color"}` in class-index order.
+
+        All arguments are checked as plain data first (ConfigError naming the key), and the
+        checked copy is what the checkpoint stores.
+        """
         super().__init__()
-        self.save_hyperparameters()
-        self.class_names = [c["name"] for c in classes]
-        check_input_size(model.get("arch", ""), image_size)
-        self.net = instantiate(model, classes=len(classes))
-        self.criterion = instantiate(loss)
+        hparams = check_hparams(
+            {"model": model, "loss": loss, "optimizer": optimizer, "classes": classes,
+             "scheduler": scheduler, "ignore_index": ignore_index, "image_size": image_size,
+             "mean": mean, "std": std, "seglab_version": seglab_version}
+        )  # fmt: skip
+        self.save_hyperparameters(hparams)
+        self.class_names = [c["name"] for c in hparams["classes"]]
+        check_input_size(hparams["model"]["arch"], hparams["image_size"])
+        self.net = build_model(hparams["model"], classes=len(self.class_names))
+        self.criterion = build_loss(hparams["loss"])
         # Not persistent: the hyper-parameters carry mean and std, the state dict stays the net's.
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1) * 255, False)
+        pixel_mean, pixel_std = pixel_statistics(mean, std)
+        self.register_buffer("pixel_mean", pixel_mean, False)
+        self.register_buffer("pixel_std", pixel_std, False)
         self.val_confusion = self._confusion()
         self.test_confusion = self._confusion()
-        self.last_confusion: dict[str, torch.Tensor] = {}
 
     def _confusion(self) -> MulticlassConfusionMatrix:
         return MulticlassConfusionMatrix(
@@ -70,7 +85,7 @@ class SegmentationModule(L.LightningModule):
                 "the device with data.mean and data.std, so augmentation.train must keep uint8 "
                 "images (remove Normalize / ToFloat from it)"
             )
-        images = (images.float() - self.pixel_mean) / self.pixel_std
+        images = normalise(images, self.pixel_mean, self.pixel_std)
         return {**batch, "image": images, "mask": batch["mask"].long()}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -85,19 +100,41 @@ class SegmentationModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate_step(batch, self.test_confusion, "test")
 
+    def confusion_matrix(self, stage: str) -> torch.Tensor:
+        """The `val` or `test` epoch's confusion matrix (rows true, columns predicted), summed
+        over all DDP ranks, so call it on every rank. It stays readable after the epoch ends
+        (the callbacks' epoch-end hooks run before or after the module's, by Lightning's
+        choice) and is reset when the stage's next epoch starts."""
+        return getattr(self, f"{stage}_confusion").compute()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confusion.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.val_confusion, "val")
+        self._log_epoch_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_confusion, "test")
+        self._log_epoch_metrics("test")
 
     def _evaluate_step(
         self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix, stage: str
     ) -> None:
+        """Metrics at each image's own resolution: the logits of its fitted region are resized
+        back to the image's size before the argmax (`restore_logits`, as predict.py does), and
+        compared with the untouched mask."""
         logits = self(batch["image"])
-        loss = self._loss(logits, batch["mask"])
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
-        confusion.update(logits.argmax(dim=1), batch["mask"])
+        sizes, fitted = batch["size"].tolist(), batch["fitted"].tolist()
+        losses = []
+        for i, (size, region) in enumerate(zip(sizes, fitted, strict=True)):
+            restored = restore_logits(logits[i], region, size)[None]
+            target = batch["mask"][i : i + 1, : size[0], : size[1]]
+            losses.append(self._loss(restored, target))
+            confusion.update(restored.argmax(dim=1), target)
+        loss = torch.stack(losses).mean()
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(sizes))
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss in float32 even under 16-mixed/bf16-mixed: softmax sums in Dice, Lovász's
@@ -105,28 +142,22 @@ class SegmentationModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             return self.criterion(logits.float(), target)
 
-    def _log_epoch_metrics(self, confusion: MulticlassConfusionMatrix, stage: str) -> None:
-        matrix = confusion.compute()  # summed over all DDP ranks
-        confusion.reset()
-        self.last_confusion[stage] = matrix.cpu()
+    def _log_epoch_metrics(self, stage: str) -> None:
+        matrix = self.confusion_matrix(stage)
         metrics = metrics_from_confusion(matrix, self.class_names)
         self.log(f"{stage}/mIoU", metrics.pop("mIoU"), prog_bar=True)
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()})
 
     def configure_optimizers(self) -> Any:
         """Param groups from `optimizer.encoder_lr_mult`; the schedule decides its own interval."""
-        config = dict(self.hparams.optimizer)
-        encoder_lr_mult = float(config.pop("encoder_lr_mult", 1.0))
-        groups = param_groups(
-            self.net, config["lr"], config.get("weight_decay", 0.0), encoder_lr_mult
-        )
-        # Partial, then called: instantiate would turn the groups' dicts into DictConfigs.
-        optimizer = instantiate(config, _partial_=True)(groups)
+        optimizer = build_optimizer(self.hparams.optimizer, self.net)
         if not self.hparams.scheduler:
             return optimizer
-        schedulers = instantiate(
-            self.hparams.scheduler,
-            optimizer=optimizer,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-        )
-        return [optimizer], list(schedulers)
+        trainer = self.trainer
+        if fit_timer(trainer) is not None:  # a time budget: the schedule follows the clock
+            estimated = trainer.estimated_stepping_batches
+            total = int(estimated) if math.isfinite(estimated) else None
+            clock = partial(budget_progress, trainer)
+            return [optimizer], build_schedulers(self.hparams.scheduler, optimizer, total, clock)
+        total_steps = int(trainer.estimated_stepping_batches)
+        return [optimizer], build_schedulers(self.hparams.scheduler, optimizer, total_steps)

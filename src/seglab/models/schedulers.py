@@ -15,18 +15,25 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 SchedulerConfigs = list[dict[str, Any]]
+Clock = Callable[[], float]  # the share of a time budget spent so far, 0 to 1
 
 
 def cosine(
-    optimizer: Optimizer, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+    clock: Clock | None = None,
 ) -> SchedulerConfigs:
-    """Linear warmup, then cosine decay to `min_lr_ratio * lr` at the last step."""
+    """Linear warmup, then cosine decay to `min_lr_ratio * lr` at the last step (or when
+    `clock`, the share of a time budget spent, reaches 1)."""
     return _per_step(
         optimizer,
         total_steps,
         warmup_steps,
         min_lr_ratio,
         lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+        clock,
     )
 
 
@@ -36,14 +43,17 @@ def poly(
     warmup_steps: int = 0,
     power: float = 0.9,
     min_lr_ratio: float = 0.0,
+    clock: Clock | None = None,
 ) -> SchedulerConfigs:
-    """Linear warmup, then `(1 - progress) ** power` decay (DeepLab's schedule)."""
+    """Linear warmup, then `(1 - progress) ** power` decay (DeepLab's schedule); progress in
+    steps, or in the share of a time budget spent (`clock`)."""
     return _per_step(
         optimizer,
         total_steps,
         warmup_steps,
         min_lr_ratio,
         lambda progress: (1.0 - progress) ** power,
+        clock,
     )
 
 
@@ -164,14 +174,25 @@ def _per_step(
     warmup_steps: int,
     min_lr_ratio: float,
     decay: Callable[[float], float],
+    clock: Clock | None = None,
 ) -> SchedulerConfigs:
-    total_steps = max(1, int(total_steps))
-    warmup_steps = min(int(warmup_steps), total_steps - 1)
+    """With a `clock` (a time budget) the decay follows whichever ends first, the budget or
+    the `total_steps` (0 = unknown: the budget alone)."""
+    total_steps = max(0, int(total_steps))
+    if clock is None:
+        total_steps = max(1, total_steps)
+    warmup_steps = min(int(warmup_steps), max(0, total_steps - 1)) if total_steps else warmup_steps
+    warmup_end: list[float] = []  # with a clock: the budget share spent when the warmup ended
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1.0 - min_lr_ratio) * decay(progress)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps) if total_steps else 0
+        if clock is not None:
+            if not warmup_end:
+                warmup_end.append(min(clock(), 0.5))
+            spent = (clock() - warmup_end[0]) / (1.0 - warmup_end[0])
+            progress = max(progress, spent)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * decay(min(1.0, progress))
 
     return [{"scheduler": LambdaLR(optimizer, factor), "interval": "step"}]

@@ -8,29 +8,28 @@ Three layouts are detected from `data.path` (a folder, or a `.zip` of one):
 
 Parsing is strict on purpose: a silently mislabelled pixel or a dropped sample ruins a model
 without anyone noticing, so every inconsistency raises a `DatasetError` that names the file and
-says how to fix it; what is deliberately left out is reported in `notes`.
+says how to fix it; what is deliberately left out is reported in `notes`. The labels themselves
+are parsed in `labelmap.py`; this module pairs images with masks and splits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from seglab.data.archive import find_dataset_root
 from seglab.data.errors import DatasetError
+from seglab.data.images import IMAGE_EXTENSIONS
+from seglab.data.labelmap import (
+    BACKGROUND,
+    CVAT_COLOR_LIMIT,
+    SegClass,
+    read_labels,
+    read_text,
+    training_classes,
+)
 from seglab.data.splits import SPLITS, UNSPLIT, assign_unsplit, split_of
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-LABELMAP_HEADER = "# label:color_rgb:parts:actions"
-BACKGROUND = "background"
-CVAT_COLOR_LIMIT = 256  # CVAT paints masks through uint8 label ids: colours collide past this
-
-
-@dataclass(frozen=True)
-class SegClass:
-    name: str
-    color: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,9 @@ class SegmentationExport:
     ignored: tuple[str, ...]  # labels whose pixels become ignore_index
     samples: tuple[Sample, ...]
     notes: tuple[str, ...] = field(default=())
+    # Labels from a labelmap (colours): masks are expected in colour, and a grayscale mask is
+    # more likely a mistake than label positions. False for data.classes / classes.txt.
+    colour_labels: bool = True
 
     @property
     def class_names(self) -> list[str]:
@@ -84,22 +86,23 @@ def read_export(
     """Detect the layout under `path` and pair every image with its mask and split."""
     if missing_masks not in ("error", "background", "skip"):
         raise DatasetError(f"data.missing_masks={missing_masks!r}: use error, background or skip")
-    root = find_dataset_root(Path(path).expanduser().resolve())
-    labels, label_source = _read_labels(root, labelmap, classes)
     notes: list[str] = []
+    root = find_dataset_root(Path(path).expanduser().resolve(), notes)
+    labels, label_source = read_labels(root, labelmap, classes)
+    colour_labels = bool(labelmap) or (root / "labelmap.txt").is_file()
     if len(labels) > CVAT_COLOR_LIMIT:
         notes.append(
             f"{label_source}: {len(labels)} labels; CVAT's own exports reuse mask colours past "
             f"{CVAT_COLOR_LIMIT} labels, so check that every label's colour is unique in the masks"
         )
-    train_classes = _training_classes(labels, class_order, ignore_classes, label_source)
+    train_classes = training_classes(labels, class_order, ignore_classes, label_source)
 
     subset_map = dict(subset_map or {})
     if _is_cvat(root):
         layout = "cvat"
         items = _cvat_items(root, Path(images_dir) if images_dir else None, subset_map, notes)
     else:
-        layout = "split" if label_source.name == "labelmap.txt" else "index"
+        layout = "split" if colour_labels else "index"
         items = _folder_items(root, subset_map, notes)
 
     samples = _attach_splits(items, val_fraction, split_seed, notes)
@@ -112,158 +115,8 @@ def read_export(
         ignored=tuple(ignore_classes),
         samples=tuple(samples),
         notes=tuple(notes),
+        colour_labels=colour_labels,
     )
-
-
-# ---------------------------------------------------------------- labels
-
-
-def parse_labelmap(path: Path) -> tuple[SegClass, ...]:
-    """Parse CVAT's `name:r,g,b:parts:actions` lines; class order is the file's line order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: labelmap.txt not found")
-    classes: list[SegClass] = []
-    seen_names: dict[str, int] = {}
-    seen_colors: dict[tuple[int, int, int], int] = {}
-    # utf-8-sig drops a BOM; splitlines() handles CRLF.
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) != 4:
-            raise DatasetError(
-                f"{path}:{lineno}: expected 4 ':'-separated fields "
-                f"'name:r,g,b:parts:actions', found {len(fields)} in {raw!r} "
-                "(a label name may not contain ':')"
-            )
-        name, color_text = fields[0].strip(), fields[1]
-        if not name:
-            raise DatasetError(f"{path}:{lineno}: empty label name in {raw!r}")
-        color = _parse_color(color_text)
-        if color is None:
-            raise DatasetError(
-                f"{path}:{lineno}: bad colour {color_text!r} for label {name!r}; "
-                "expected three integers 0-255 such as '250,50,83'"
-            )
-        if name in seen_names:
-            raise DatasetError(
-                f"{path}:{lineno}: duplicate label name {name!r} (first on line {seen_names[name]})"
-            )
-        if color in seen_colors:
-            raise DatasetError(
-                f"{path}:{lineno}: label {name!r} reuses colour {color} of line "
-                f"{seen_colors[color]}; masks could not tell the two classes apart"
-            )
-        seen_names[name] = lineno
-        seen_colors[color] = lineno
-        classes.append(SegClass(name, color))
-    if not classes:
-        raise DatasetError(f"{path}: no labels found")
-    return tuple(classes)
-
-
-def _parse_color(text: str) -> tuple[int, int, int] | None:
-    parts = text.split(",")
-    if len(parts) != 3:
-        return None
-    try:
-        rgb = tuple(int(p) for p in parts)
-    except ValueError:
-        return None
-    if any(not 0 <= v <= 255 for v in rgb):
-        return None
-    return rgb  # type: ignore[return-value]
-
-
-def labelmap_text(classes: Iterable[SegClass]) -> str:
-    """A labelmap in the syntax CVAT's exporter uses."""
-    lines = [LABELMAP_HEADER] + [f"{c.name}:{','.join(map(str, c.color))}::" for c in classes]
-    return "\n".join(lines) + "\n"
-
-
-def write_labelmap(path: Path, classes: Iterable[SegClass]) -> None:
-    Path(path).write_text(labelmap_text(classes), encoding="utf-8")
-
-
-def index_colors(n: int) -> list[tuple[int, int, int]]:
-    """The Pascal VOC colour map (0 black, 1 (128,0,0), ...): CVAT's instance colours, and display
-    colours for classes that have none (index masks)."""
-    colors = []
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
-
-
-def _read_labels(
-    root: Path, labelmap: str | Path | None, classes: Sequence[str] | None
-) -> tuple[tuple[SegClass, ...], Path]:
-    """The labels and the file (or config key) they came from."""
-    labelmap_path = Path(labelmap) if labelmap else root / "labelmap.txt"
-    if classes and labelmap_path.is_file():
-        raise DatasetError(
-            f"both data.classes and {labelmap_path} name the classes; keep one "
-            "(data.classes is for index masks without a labelmap)"
-        )
-    if labelmap_path.is_file():
-        return parse_labelmap(labelmap_path), labelmap_path
-    if labelmap:
-        raise DatasetError(f"data.labelmap={labelmap}: file not found")
-    names, source = (list(classes), Path("data.classes")) if classes else _read_classes_txt(root)
-    if len(set(names)) != len(names):
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise DatasetError(f"{source}: duplicate class names {duplicates}")
-    colors = index_colors(len(names))
-    return tuple(SegClass(n, c) for n, c in zip(names, colors, strict=True)), source
-
-
-def _read_classes_txt(root: Path) -> tuple[list[str], Path]:
-    path = root / "classes.txt"
-    if not path.is_file():
-        raise DatasetError(
-            f"{root}: no labelmap.txt and no classes.txt. Export from CVAT as 'Segmentation Mask "
-            "1.1' (it writes labelmap.txt), point data.labelmap at the file, or, for masks of "
-            "class ids, name the classes with data.classes=[background,...] or a classes.txt"
-        )
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    if not names:
-        raise DatasetError(f"{path}: no class names (one per line, in class-id order)")
-    return names, path
-
-
-def _training_classes(
-    labels: tuple[SegClass, ...],
-    class_order: Sequence[str] | None,
-    ignore_classes: Sequence[str],
-    source: Path,
-) -> tuple[SegClass, ...]:
-    by_name = {c.name: c for c in labels}
-    unknown = [n for n in ignore_classes if n not in by_name]
-    if unknown:
-        raise DatasetError(
-            f"data.ignore_classes names {unknown}, not in {source} ({list(by_name)})"
-        )
-    kept = [c.name for c in labels if c.name not in ignore_classes]
-    if class_order:
-        missing = [n for n in kept if n not in class_order]
-        extra = [n for n in class_order if n not in kept]
-        if missing or extra or len(set(class_order)) != len(class_order):
-            raise DatasetError(
-                f"data.class_order must list each class of {source} once (ignored ones left out): "
-                f"missing {missing}, not in the labelmap or ignored {extra}"
-            )
-        kept = list(class_order)
-    if not kept:
-        raise DatasetError(f"{source}: every class is in data.ignore_classes; nothing to learn")
-    return tuple(by_name[n] for n in kept)
 
 
 # ---------------------------------------------------------------- items
@@ -305,7 +158,9 @@ def _cvat_items(
     subset_of: dict[str, str] = {}
     for subset_file in subset_files:
         split = split_of(subset_file.stem, subset_map, str(subset_file))
-        lines = subset_file.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_text(subset_file, "the subset list").splitlines()
+        if not any(line.strip() for line in lines):
+            notes.append(f"{subset_file}: empty, lists no image")
         for lineno, raw in enumerate(lines, 1):
             item = raw.strip()
             if not item:

@@ -1,11 +1,12 @@
-"""ONNX export of a checkpoint, checked against PyTorch at export time, and the onnxruntime
-backend of predict.py, which reuses every pre- and post-processing step of the torch backend:
-the classes, colours, normalisation and input size travel in the ONNX model's metadata.
+"""A checkpoint as an ONNX model (`seglab export`), checked against PyTorch as it is written,
+and the onnxruntime backend of the Predictor, which reuses every pre- and post-processing step
+of the torch backend: the classes, colours, normalisation and input size travel in the ONNX
+model's metadata (a ModelInfo).
 
 The graph maps a normalised float32 image batch `image` (N, 3, H, W) to `logits` (N, C, H, W),
 with N, H and W dynamic (H and W multiples of 32). Architectures whose pooling cannot follow a
-dynamic size (PSPNet and UPerNet's adaptive pooling) are exported at the training size, and the
-metadata says so.
+dynamic size (PSPNet and UPerNet's adaptive pooling) are written for the training size only,
+and the metadata says so.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from seglab.inference import (
-    SIZE_MULTIPLE,
-    ModelInfo,
-    Predictor,
-    load_checkpoint,
-    resolve_device,
-)
+from seglab.atomic import atomic_path, remove_stale
+from seglab.console import say
+from seglab.errors import ConfigError, MissingExtraError, MissingFileError
+from seglab.prediction.checkpoint import load_checkpoint
+from seglab.prediction.geometry import SIZE_MULTIPLE
+from seglab.prediction.info import ModelInfo
+from seglab.prediction.load import resolve_device
+from seglab.prediction.predictor import Predictor
 
 OPSET = 18  # ONNX opset of the graph; onnxruntime >= 1.14 runs it
 METADATA_KEY = "seglab"
@@ -34,7 +36,9 @@ INSTALL_HINT = (
 
 
 @dataclass
-class ExportReport:
+class OnnxReport:
+    """What `write_onnx` wrote: whether the size is dynamic, the parity checks, notes."""
+
     path: Path
     opset: int
     dynamic_size: bool
@@ -53,50 +57,51 @@ class ParityError(RuntimeError):
     """onnxruntime's logits differ from PyTorch's beyond the tolerance."""
 
 
-def export_onnx(
+def write_onnx(
     ckpt: str | Path, output: str | Path, opset: int = OPSET, tolerance: float = 1e-3
-) -> ExportReport:
-    """Export `ckpt` to `output`, then compare onnxruntime with PyTorch on random inputs.
+) -> OnnxReport:
+    """Write `ckpt` as the ONNX model `output`, then compare onnxruntime with PyTorch on
+    random inputs.
 
-    The check fails (ParityError, the file is removed) when the largest logit difference
-    exceeds `tolerance` times max(1, the largest |logit|).
+    The check fails (ParityError) when the largest logit difference exceeds `tolerance` times
+    max(1, the largest |logit|). The model is written and checked under a partial name beside
+    `output` and replaces it only once checked: a failed check or a killed run leaves an
+    earlier `output` as it was.
     """
     _require_onnx()
     output = Path(output)
     if output.suffix.lower() != ".onnx":
-        raise ValueError(f"output={output}: give a file name ending in .onnx")
+        raise ConfigError(f"output={output}: give a file name ending in .onnx")
     if output.is_dir():
         raise IsADirectoryError(f"output={output} is a folder; give a file name ending in .onnx")
-    output.parent.mkdir(parents=True, exist_ok=True)
     module, info = load_checkpoint(ckpt, torch.device("cpu"))
     network = module.net.to(memory_format=torch.contiguous_format).eval()
     height, width = info.image_size
     other_size = (height + SIZE_MULTIPLE, width + 2 * SIZE_MULTIPLE)
 
-    report = ExportReport(output, opset, dynamic_size=True)
-    _export(network, info, output, opset, dynamic_size=True)
-    try:
-        report.checks = _parity(
-            network, output, [(1, 3, height, width), (2, 3, *other_size)], tolerance
-        )
-    except Exception as err:  # runtime shape errors and mismatches alike
-        report.notes.append(
-            f"{info.arch}: the graph does not run at other input sizes ({_first_line(err)}); "
-            f"exported for {height}x{width} inputs only (predict with mode=resize or slide)"
-        )
-        report.dynamic_size = False
-        _export(network, info, output, opset, dynamic_size=False)
+    report = OnnxReport(output, opset, dynamic_size=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(output.parent)
+    with atomic_path(output) as partial:
+        _write_graph(network, info, partial, opset, dynamic_size=True)
         try:
             report.checks = _parity(
-                network, output, [(1, 3, height, width), (2, 3, height, width)], tolerance
+                network, partial, [(1, 3, height, width), (2, 3, *other_size)], tolerance, output
             )
-        except Exception:
-            output.unlink(missing_ok=True)
-            raise
+        except Exception as err:  # runtime shape errors and mismatches alike
+            report.notes.append(
+                f"{info.arch}: the graph does not run at other input sizes ({_first_line(err)}); "
+                f"exported for {height}x{width} inputs only (predict with mode=resize or slide)"
+            )
+            report.dynamic_size = False
+            _write_graph(network, info, partial, opset, dynamic_size=False)
+            report.checks = _parity(
+                network, partial, [(1, 3, height, width), (2, 3, height, width)], tolerance, output
+            )
     return report
 
 
-def _export(
+def _write_graph(
     network: torch.nn.Module, info: ModelInfo, output: Path, opset: int, dynamic_size: bool
 ) -> None:
     import onnx
@@ -119,7 +124,7 @@ def _export(
         )
     except Exception as err:
         raise RuntimeError(
-            f"ONNX export of {info.arch} failed ({type(err).__name__}: {_first_line(err)})"
+            f"torch.onnx could not convert {info.arch} ({type(err).__name__}: {_first_line(err)})"
         ) from err
     model = program.model_proto
     metadata = {
@@ -133,9 +138,14 @@ def _export(
 
 
 def _parity(
-    network: torch.nn.Module, path: Path, shapes: list[tuple[int, ...]], tolerance: float
+    network: torch.nn.Module,
+    path: Path,
+    shapes: list[tuple[int, ...]],
+    tolerance: float,
+    shown: Path,
 ) -> list[dict[str, Any]]:
-    """onnxruntime against PyTorch on a seeded random input of each shape, one session."""
+    """onnxruntime (the model at `path`, named `shown` in errors) against PyTorch on a seeded
+    random input of each shape, one session."""
     session = _session(path, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     checks = []
@@ -151,7 +161,7 @@ def _parity(
         scale = max(1.0, float(np.abs(expected).max()))
         if diff > tolerance * scale:
             raise ParityError(
-                f"{path}: at input {list(shape)} the ONNX logits differ from PyTorch's by up to "
+                f"{shown}: at input {list(shape)} the ONNX logits differ from PyTorch's by up to "
                 f"{diff:.3g} (argmax agreement {agreement:.4f}), beyond tolerance {tolerance:g} "
                 f"x {scale:.3g}; try another opset= or report the architecture"
             )
@@ -177,23 +187,26 @@ def open_onnx(path: str | Path, device: torch.device) -> tuple[OnnxNetwork, Mode
     _require_onnx()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model={path}: no such ONNX file (write one with seglab export)")
+        raise MissingFileError(f"model={path}: no such ONNX file (write one with seglab export)")
     session = _session(path, device)
     if device.type == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        print("[seglab] note: onnxruntime has no CUDA provider here (pip install onnxruntime-gpu); "
-              "the ONNX model runs on the CPU")  # fmt: skip
+        say("note: onnxruntime has no CUDA provider here (pip install onnxruntime-gpu); the ONNX "
+            "model runs on the CPU")  # fmt: skip
     info, dynamic_size = _metadata(session, path)
     return OnnxNetwork(session), info, dynamic_size
 
 
-def load_onnx_predictor(path: str | Path, device: str = "auto", **options: Any) -> Predictor:
-    """A Predictor running `path` through onnxruntime; `options` as for the torch backend."""
+def load_onnx_predictor(
+    path: str | Path, device: str | torch.device = "auto", **options: Any
+) -> Predictor:
+    """A Predictor running `path` through onnxruntime; `options` as for the torch backend
+    (callers go through `seglab.prediction.load_predictor`, which picks the backend)."""
     resolved = resolve_device(device)
     network, info, dynamic_size = open_onnx(path, resolved)
     scales = list(options.get("scales", [1.0]))
     if not dynamic_size and (options.get("mode") == "whole" or scales != [1.0]):
         height, width = info.image_size
-        raise ValueError(
+        raise ConfigError(
             f"model={path} runs only on {height}x{width} inputs ({info.arch} was exported at a "
             "fixed size): use mode=resize or mode=slide without tta.scales"
         )
@@ -203,7 +216,7 @@ def load_onnx_predictor(path: str | Path, device: str = "auto", **options: Any) 
 def _metadata(session: Any, path: Path) -> tuple[ModelInfo, bool]:
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
-        raise ValueError(
+        raise ConfigError(
             f"model={path}: no seglab metadata (classes, colours, normalisation) in this ONNX "
             "file; export it with `seglab export ckpt=... output=model.onnx`"
         )
@@ -221,7 +234,7 @@ def _session(path: Path, device: torch.device) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:
-        raise ValueError(f"model={path}: onnxruntime cannot load it ({_first_line(err)})") from err
+        raise ConfigError(f"model={path}: onnxruntime cannot load it ({_first_line(err)})") from err
 
 
 def _require_onnx() -> None:
@@ -230,7 +243,7 @@ def _require_onnx() -> None:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"{INSTALL_HINT}; missing: {err.name}") from err
+        raise MissingExtraError(f"{INSTALL_HINT}; missing: {err.name}") from err
 
 
 def _first_line(err: BaseException) -> str:

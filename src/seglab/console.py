@@ -1,0 +1,34 @@
+"""How seglab talks to the user: notes as `[seglab] ...` on stdout (once per DDP job), and
+errors the user can fix as one `error: ...` line on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lightning.pytorch.utilities import rank_zero_only
+
+from seglab.errors import UserError
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    """Print a note the user should read; the prefix tells seglab's lines from the libraries'."""
+    print(f"[seglab] {message}")
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a UserError into one line on stderr and exit status 2, instead of a traceback.
+
+    Bugs still show their traceback; `HYDRA_FULL_ERROR=1` shows it for user errors too.
+    """
+    try:
+        yield
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,60 @@
+"""ModelInfo: everything prediction needs besides the weights.
+
+A checkpoint's hyper-parameters and an ONNX model's metadata both carry it, so the two backends
+share the classes, colours, training size and normalisation, and so the same preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from seglab.data.labelmap import SegClass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    classes: list[dict[str, Any]]  # {"name", "color"} in class-index order
+    image_size: tuple[int, int]  # the training input size, [height, width]
+    mean: tuple[float, ...]  # data.mean, in [0, 1] units (see seglab.preprocessing)
+    std: tuple[float, ...]
+    ignore_index: int = 255
+    seglab_version: str = "unknown"
+    arch: str = "unknown"
+
+    @property
+    def names(self) -> list[str]:
+        return [c["name"] for c in self.classes]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        return [tuple(c["color"]) for c in self.classes]
+
+    @property
+    def seg_classes(self) -> list[SegClass]:
+        return [SegClass(c["name"], tuple(c["color"])) for c in self.classes]
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> ModelInfo:
+        """From a checkpoint's `hyper_parameters` (the SegmentationModule's arguments)."""
+        return cls(
+            classes=[{"name": c["name"], "color": list(c["color"])} for c in hparams["classes"]],
+            image_size=tuple(int(v) for v in hparams["image_size"]),
+            mean=tuple(float(v) for v in hparams["mean"]),
+            std=tuple(float(v) for v in hparams["std"]),
+            ignore_index=int(hparams.get("ignore_index", 255)),
+            seglab_version=str(hparams.get("seglab_version", "unknown")),
+            arch=str(hparams["model"].get("arch", "unknown")),
+        )
+
+    def to_json(self) -> str:
+        """The ONNX metadata form; `from_json` reads it back."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        data = json.loads(text)
+        data["image_size"] = tuple(data["image_size"])
+        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        return cls(**data)

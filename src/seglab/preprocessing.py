@@ -1,0 +1,141 @@
+"""The preprocessing a network is trained with, defined once for training, validation and
+prediction.
+
+- The evaluation geometry: an image is fitted into the training size (`data.image_size`)
+  with its aspect kept (`letterbox`), and the logits of the fitted region are brought back to
+  the image's own size (`restore_logits`) before the argmax. Validation, testing
+  (`data/transforms.py`, `SegmentationModule`) and `predict.py`'s `mode=resize` all call these,
+  so a checkpoint's validation scores are its predictions' scores, at each image's own
+  resolution.
+- The normalisation, on the device: uint8 (N, 3, H, W) -> float32 `(x - 255 mean) / (255 std)`
+  with the `data.mean` / `data.std` a checkpoint stores. The module (training and validation
+  batches), the Predictor and the W&B callback (which undoes it for display) call
+  `normalise` / `denormalise` here.
+
+Loaders ship uint8 and normalising happens after the transfer because, in the loader workers,
+it was the most expensive step of a sample (2.9 ms of ~7 at 512 px) and made the batches 4x
+more bytes to pass between processes and copy to the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """An (H, W, C) image resized to [height, width], bilinear (cv2.INTER_LINEAR)."""
+    height, width = (int(v) for v in size)
+    if image.shape[:2] == (height, width):
+        return image  # bilinear at scale 1 reproduces every pixel exactly
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """An (H, W) class-index mask resized to [height, width], nearest-neighbour (no new ids)."""
+    height, width = (int(v) for v in size)
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def pixel_statistics(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mean` and `std` (in [0, 1] units, as configured) times 255, shaped (1, C, 1, 1)."""
+    if len(mean) != len(std):
+        raise ValueError(
+            f"data.mean has {len(mean)} values but data.std {len(std)}; give one per channel"
+        )
+    if any(float(s) <= 0 for s in std):
+        raise ValueError(f"data.std={list(std)}: every value must be positive")
+    shape = (1, -1, 1, 1)
+    mean_255 = torch.tensor([float(v) for v in mean], device=device).view(shape) * 255
+    std_255 = torch.tensor([float(v) for v in std], device=device).view(shape) * 255
+    return mean_255, std_255
+
+
+def images_to_batch(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Same-size uint8 (H, W, 3) images -> a uint8 (N, 3, H, W) tensor on `device`.
+
+    The result is a channels-last view of the stacked images (no copy); its values equal the
+    validation loader's (ToTensorV2, then default collation).
+    """
+    batch = torch.from_numpy(np.stack(images)).to(device, non_blocking=True)
+    return batch.permute(0, 3, 1, 2)
+
+
+def normalise(images: torch.Tensor, mean_255: torch.Tensor, std_255: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 `(x - mean_255) / std_255` (from `pixel_statistics`)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalise takes uint8 images (0-255), got {images.dtype}")
+    return (images.float() - mean_255) / std_255
+
+
+def denormalise(
+    images: torch.Tensor, mean_255: torch.Tensor, std_255: torch.Tensor
+) -> torch.Tensor:
+    """The inverse of `normalise`, rounded back to uint8 (N, C, H, W), e.g. to show a batch."""
+    restored = images.float() * std_255.to(images.device) + mean_255.to(images.device)
+    return restored.round().clamp(0, 255).to(torch.uint8)
+
+
+# --- Evaluation geometry: the whole image, aspect kept ------------------------------------------
+# Validation, testing and predict.py's `mode=resize` all fit an image into the training size
+# without squashing it: scaled by one factor until it touches the canvas on one side, placed
+# top-left on a black canvas of the training size; the logits of that region are cropped and
+# resized back to the image's own size, where the metrics are computed.
+
+
+def fit_size(image_size: Sequence[int], canvas: Sequence[int]) -> tuple[int, int]:
+    """The (height, width) an image of `image_size` takes when scaled, aspect kept, to fit
+    inside `canvas` (up or down)."""
+    height, width = (int(v) for v in image_size[:2])
+    canvas_h, canvas_w = (int(v) for v in canvas)
+    ratio = min(canvas_h / height, canvas_w / width)
+    return (
+        min(canvas_h, max(1, round(height * ratio))),
+        min(canvas_w, max(1, round(width * ratio))),
+    )
+
+
+def letterbox(image: np.ndarray, canvas: Sequence[int]) -> np.ndarray:
+    """The image fitted into `canvas` (`fit_size`, bilinear), top-left on black pixels."""
+    height, width = fit_size(image.shape[:2], canvas)
+    resized = resize_image(image, (height, width))
+    if resized.shape[:2] == tuple(int(v) for v in canvas):
+        return resized
+    out = np.zeros((int(canvas[0]), int(canvas[1]), *image.shape[2:]), image.dtype)
+    out[:height, :width] = resized
+    return out
+
+
+def restore_logits(
+    logits: torch.Tensor, fitted: Sequence[int], image_size: Sequence[int]
+) -> torch.Tensor:
+    """(C, H, W) logits of a `letterbox` canvas -> (C, h, w) at the image's own size: the fitted
+    region cropped, then resized bilinearly (logits, not labels, so edges stay smooth)."""
+    height, width = (int(v) for v in fitted)
+    region = logits[None, :, :height, :width]
+    if tuple(region.shape[-2:]) != tuple(int(v) for v in image_size):
+        region = torch.nn.functional.interpolate(
+            region, size=tuple(int(v) for v in image_size), mode="bilinear", align_corners=False
+        )
+    return region[0]
+
+
+def auto_image_size(sizes: Sequence[Sequence[int]], max_side: int = 512) -> tuple[int, int]:
+    """`data.image_size: auto`: the median (height, width) of the training images, scaled down
+    so that the long side is at most `max_side`, each side rounded to a multiple of 32 (at
+    least 64). Most images are then seen close to their own scale and aspect; larger ones are
+    shrunk to a size a GPU (or a CPU) trains at a useful speed."""
+    if not sizes:
+        return (512, 512)
+    heights = sorted(int(s[0]) for s in sizes)
+    widths = sorted(int(s[1]) for s in sizes)
+    height, width = heights[len(heights) // 2], widths[len(widths) // 2]
+    ratio = min(1.0, max_side / max(height, width))
+    return tuple(max(64, round(v * ratio / 32) * 32) for v in (height, width))  # type: ignore[return-value]

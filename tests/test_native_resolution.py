@@ -1,0 +1,128 @@
+"""Metrics at each image's own resolution, images never squashed, and data.image_size=auto.
+
+train.py's test metrics must be exactly what `predict.py labels=` reports for the same images,
+on images whose size and aspect differ from data.image_size and from each other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
+from seglab.prediction.run import run as predict_run
+from seglab.preprocessing import auto_image_size, fit_size, letterbox, restore_logits
+from seglab.training import run
+from tests.exports import striped, write_cvat
+from tests.helpers import TINY, compose_predict, compose_train
+
+# (height, width) per item: none is 64x64, aspects from 0.5 to 2.2.
+SHAPES = {
+    "train": {"a": (48, 80), "b": (72, 40), "c": (64, 64), "d": (50, 70)},
+    "val": {"e": (40, 90), "f": (70, 50), "g": (33, 47)},
+    "test": {"h": (90, 60), "i": (45, 45), "j": (100, 44)},
+}
+
+
+@pytest.fixture(scope="module")
+def odd_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("odd") / "export"
+    subsets = {
+        split: {item: striped(h, w) for item, (h, w) in items.items()}
+        for split, items in SHAPES.items()
+    }
+    return write_cvat(root, subsets)
+
+
+def test_fit_keeps_the_aspect_and_fills_one_side():
+    assert fit_size((48, 80), (64, 64)) == (38, 64)
+    assert fit_size((72, 40), (64, 64)) == (64, 36)
+    assert fit_size((413, 275), (416, 288)) == (416, 277)
+    image = np.full((48, 80, 3), 200, np.uint8)
+    canvas = letterbox(image, (64, 64))
+    assert canvas.shape == (64, 64, 3)
+    assert (canvas[:38] == 200).all() and (canvas[38:] == 0).all()  # top-left, black below
+    logits = torch.randn(3, 64, 64)
+    restored = restore_logits(logits, (38, 64), (48, 80))
+    assert restored.shape == (3, 48, 80)
+
+
+def test_auto_image_size_rule():
+    assert auto_image_size([(413, 275)] * 5 + [(400, 275)] * 4) == (416, 288)
+    assert auto_image_size([(520, 696)] * 3) == (384, 512)  # long side capped at 512
+    assert auto_image_size([(20, 30)]) == (64, 64)  # at least 64
+    assert auto_image_size([(1000, 3000)]) == (160, 512)
+
+
+def test_train_geometry_never_squashes():
+    """A 40x80 stripe pattern keeps its aspect: the crop's rows still hold whole stripes."""
+    transform = build_train_transform([], (64, 64), (1.0, 1.0), ignore_index=255)
+    mask = np.zeros((40, 80), np.uint8)
+    mask[:, :40] = 1  # left half 1, right half 0
+    out = transform(image=np.zeros((40, 80, 3), np.uint8), mask=mask)
+    crop = out["mask"].numpy()
+    assert crop.shape == (64, 64)
+    # Fitted to 32x64 (aspect 1:2), then padded with ignored rows: no row is all 1 or 0 alike.
+    assert (crop[32:] == 255).all()
+    assert (crop[:32, :32] == 1).all() and (crop[:32, 32:] == 0).all()
+
+
+def test_eval_view_keeps_the_mask_at_its_own_size():
+    transform = build_eval_transform((64, 64))
+    samples = [
+        transform(image=np.zeros((h, w, 3), np.uint8), mask=striped(h, w))
+        for h, w in [(33, 47), (70, 50)]
+    ]
+    batch = EvalCollate(255)(samples)
+    assert batch["image"].shape == (2, 3, 64, 64)
+    assert batch["mask"].shape == (2, 70, 50)
+    assert batch["size"].tolist() == [[33, 47], [70, 50]]
+    assert batch["fitted"].tolist() == [[45, 64], [64, 46]]
+    assert (batch["mask"][0, 33:] == 255).all() and (batch["mask"][0, :, 47:] == 255).all()
+
+
+def test_train_py_test_metrics_equal_predict_py_labels(odd_export: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    metrics = run(
+        compose_train(
+            [*TINY, f"data.path={odd_export}", f"run_dir={run_dir}", "trainer.max_epochs=1",
+             "logger=none"]
+        )
+    )  # fmt: skip
+    test_list = tmp_path / "test.txt"
+    test_list.write_text("".join(f"{odd_export}/JPEGImages/{i}.jpg\n" for i in SHAPES["test"]))
+    out = tmp_path / "predicted"
+    summary = predict_run(
+        compose_predict(
+            [f"ckpt={metrics['best_ckpt']}", f"input={test_list}", f"output={out}",
+             f"labels={odd_export}", "device=cpu", "num_workers=0", "progress=false",
+             "outputs=[index]"]
+        )
+    )  # fmt: skip
+    assert summary["images"] == 3
+    # The same pixels counted: every pixel of every test image at its own size.
+    confusion = np.loadtxt(out / "confusion.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
+    assert confusion.sum() == sum(h * w for h, w in SHAPES["test"].values())
+    assert (out / "confusion.csv").read_text() == (run_dir / "confusion_test.csv").read_text()
+    scored = json.loads((out / "metrics.json").read_text())
+    assert scored["mIoU"] == pytest.approx(metrics["test/mIoU"], abs=1e-6)
+
+
+def test_image_size_auto_is_derived_printed_and_stored(odd_export: Path, tmp_path: Path, capsys):
+    overrides = [o for o in TINY if not o.startswith("data.image_size")]
+    metrics = run(
+        compose_train(
+            [*overrides, f"data.path={odd_export}", f"run_dir={tmp_path}", "trainer.max_epochs=1",
+             "logger=none", "test=false"]
+        )
+    )  # fmt: skip
+    expected = auto_image_size(list(SHAPES["train"].values()))
+    assert f"data.image_size=auto -> {list(expected)}" in capsys.readouterr().out
+    hparams = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)[
+        "hyper_parameters"
+    ]
+    assert list(hparams["image_size"]) == list(expected)
