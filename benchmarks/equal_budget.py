@@ -67,7 +67,7 @@ def plain_loop(root: Path, subset: str, minutes: float, crop: tuple[int, int], s
     model.train()
     while time.perf_counter() - start < minutes * 60:
         images, masks = [], []
-        for k in rng.choice(len(data), 8, replace=False):
+        for k in rng.choice(len(data), 8, replace=len(data) < 8):
             image, mask = data[k]
             top = rng.integers(0, image.shape[0] - ch + 1)
             left = rng.integers(0, image.shape[1] - cw + 1)
@@ -150,7 +150,10 @@ def main() -> None:
     parser.add_argument("--crop", type=int, nargs=2, default=None,
                         help="plain loop crop [h w]; default: the largest multiple of 32 that "
                         "fits every training image, at most 512")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("outputs/equal_budget"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/equal_budget"),
+                        help="where the seglab run directories go")  # fmt: skip
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the JSON (default: results/equal_budget_<dataset>.json)")  # fmt: skip
     parser.add_argument("--seglab-only", action="store_true",
                         help="exploration: train and score seglab's arm alone")  # fmt: skip
     parser.add_argument("seglab_args", nargs="*", help="extra train.py overrides (exploration)")
@@ -200,7 +203,7 @@ def main() -> None:
         "plain": {**plain_score, "images_per_s": plain_rate, "crop": list(crop)},
         "ratio": ratio,
     }  # fmt: skip
-    out = RESULTS / f"equal_budget_{root.name}.json"
+    out = args.output or RESULTS / f"equal_budget_{root.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -70,3 +70,23 @@ def test_dataset_scan(tmp_path: Path):
     stdout, result = run_benchmark("dataset_scan", tmp_path / "r.json")
     assert [row["path"] for row in result["rows"]] == ["header only", "seglab", "full decode"]
     assert result["rows"][0]["ratio"] == 1.0 and "| demo 64 px |" in stdout
+
+
+def test_equal_budget(tiny_export: Path, tmp_path: Path):
+    """Both arms train for seconds and are scored the same way on the test split."""
+    output = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "equal_budget.py"), "--data", str(tiny_export),
+         "--minutes", "0.1", "--train-subset", "train", "--test-subset", "test", "--crop", "64",
+         "64", "--out", str(tmp_path / "runs"), "--output", str(output),
+         "data.image_size=[64,64]", "model.encoder_name=resnet18", "data.num_workers=0"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    for arm in ("seglab", "plain"):
+        assert 0.0 <= result[arm]["mIoU"] <= 1.0 and result[arm]["images_per_s"] > 0
+    # train.py's own test metrics are computed the benchmark's way: at native resolution.
+    seglab = result["seglab"]
+    assert abs(seglab["mIoU"] - seglab["train_py_test_mIoU"]) < 1e-4
+    assert "ratio seglab / plain" in done.stdout

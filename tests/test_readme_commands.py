@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -93,3 +94,40 @@ def test_bad_value_is_named_before_any_data_is_read(tmp_path: Path):
     assert result.returncode == 2, result.stderr
     assert "optimizer.lr" in result.stderr and "'abc'" in result.stderr
     assert "Traceback" not in result.stderr and "/no/such/export" not in result.stderr
+
+
+def test_readme_python_prediction_example_runs(trained_run: dict):
+    """The Development section's snippet, run as printed with a real checkpoint and images."""
+    block = README.split("Predicting from Python", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    code = block.replace('"best.ckpt"', repr(str(trained_run["metrics"]["best_ckpt"])))
+    images = [np.full((50, 70, 3), 90, np.uint8), np.zeros((64, 40, 3), np.uint8)]
+    scope: dict = {"images": images}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert [m.shape for m in scope["masks"]] == [(50, 70), (64, 40)]
+    assert [tuple(p.shape) for p in scope["probs"]] == [(4, 50, 70), (4, 64, 40)]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["predict.py", "ckpt=/no/such.ckpt", "input=/tmp"], "ckpt=/no/such.ckpt: no such"),
+        (["predict.py", "ckpt=RANDOM", "input=/tmp"], "not a seglab checkpoint"),
+        (["-m", "seglab.cli", "export", "ckpt=RANDOM", "output=m.onnx"], "not a seglab checkpoint"),
+        (["-m", "seglab.cli", "inspect", "/no/such/export"], "/no/such/export"),
+    ],
+)
+def test_user_errors_are_one_line_without_a_traceback(command, expected, tmp_path: Path):
+    """predict.py and the seglab commands, as typed: `error: ...` on stderr, exit status 2."""
+    random_file = tmp_path / "random.ckpt"
+    random_file.write_bytes(np.random.default_rng(0).bytes(4096))
+    args = [arg.replace("RANDOM", str(random_file)) for arg in command]
+    if args[0] == "predict.py":
+        args = [str(ROOT / "predict.py"), *args[1:], f"hydra.run.dir={tmp_path}/run"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    done = subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "error: " in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "weights_only=False" not in done.stderr  # never advise unpickling

@@ -98,8 +98,8 @@ class ValidationCadence(L.Callback):
         return self._val_s if self._val_start >= self._epoch_start else 0.0
 
     def _plan(self, trainer: L.Trainer) -> None:
-        if not self._train_epoch_s or fit_timer(trainer) is None:
-            return
+        if not self._train_epoch_s or fit_timer(trainer) is None or trainer.should_stop:
+            return  # nothing to plan after the last validation (its epoch was cut short)
         every = max(1, math.ceil(self._val_s / (self.share * self._train_epoch_s)))
         if every != trainer.check_val_every_n_epoch:
             say(

@@ -16,6 +16,7 @@ from hydra.utils import instantiate, to_absolute_path
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from seglab.atomic import atomic_write_text
 from seglab.budget import ValidationCadence, parse_budget
 from seglab.checkpoints import read_checkpoint
 from seglab.config import validate
@@ -134,7 +135,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics["best_ckpt"] = str(Path(best_ckpt).resolve()) if best_ckpt else None
 
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         names = [c["name"] for c in classes]
         for stage in ("val", "test"):
             if f"{stage}/mIoU" in metrics:
