@@ -2,6 +2,8 @@
 
     python benchmarks/equal_budget.py --data ../shared/data/ccp --minutes 20
     python benchmarks/equal_budget.py --data ../shared/data/bbbc039 --minutes 20
+    python benchmarks/equal_budget.py --data ../shared/data/ccp --minutes 7 --seglab-only model=unet
+    python benchmarks/equal_budget.py --data ../shared/data/ccp --minutes 7 --plain-only
 
 (a) `python train.py data.path=DATA model.encoder_weights=null budget=<minutes>m`: seglab's
 defaults, nothing tuned for the dataset (no download here, so both arms start from scratch);
@@ -156,6 +158,8 @@ def main() -> None:
                         help="the JSON (default: results/equal_budget_<dataset>.json)")  # fmt: skip
     parser.add_argument("--seglab-only", action="store_true",
                         help="exploration: train and score seglab's arm alone")  # fmt: skip
+    parser.add_argument("--plain-only", action="store_true",
+                        help="exploration: train and score the plain loop alone")  # fmt: skip
     parser.add_argument("seglab_args", nargs="*", help="extra train.py overrides (exploration)")
     args = parser.parse_args()
     root = args.data.resolve()
@@ -167,6 +171,12 @@ def main() -> None:
         shapes = [cv2.imread(str(i), cv2.IMREAD_REDUCED_GRAYSCALE_2).shape for i, _ in pairs]
         crop = [min(512, (2 * min(s[d] for s in shapes)) // 32 * 32) for d in (0, 1)]
 
+    if args.plain_only:
+        plain_predict, plain_rate = plain_loop(root, args.train_subset, args.minutes, tuple(crop))
+        plain_score = score(plain_predict, root, args.test_subset)
+        print(f"\n{root.name}: plain loop test mIoU {plain_score['mIoU']:.4f} ({plain_rate:.2f} "
+              f"images/s, crops {crop[0]}x{crop[1]}, {args.minutes} min)")  # fmt: skip
+        return
     run_dir = (args.out / f"{root.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     seglab_predict, seglab_rate, seglab_metrics = seglab_arm(
         root, args.minutes, args.seglab_args, run_dir / "seglab"

@@ -66,5 +66,5 @@ def test_a_budget_run_ends_on_time_with_the_lr_decayed(tiny_export: Path, tmp_pa
     with (tmp_path / "csv" / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("lr-AdamW/encoder")]
     lrs = [float(r["lr-AdamW/encoder"]) for r in rows]
-    assert lrs[-1] < 0.1 * lrs[0]  # most of the decay done by the end of the budget
+    assert lrs[-1] < 0.1 * max(lrs)  # most of the decay done by the end of the budget
     assert metrics["val/mIoU"] is not None

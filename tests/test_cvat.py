@@ -271,6 +271,18 @@ def test_split_folders_with_labelmap(tmp_path: Path):
     np.testing.assert_array_equal(load_all(export, "val")[0], striped(4, 4))
 
 
+def test_macos_copies_in_folders_are_no_samples_and_are_reported(tmp_path: Path):
+    """A folder copied on a Mac gains `._a.jpg` resource forks and `__MACOSX/`: not samples."""
+    root = write_folders(tmp_path / "ds", {"train": {"a": striped()}, "val": {"b": striped()}})
+    for junk in ("images/train/._a.jpg", "masks/train/._a.png", "images/__MACOSX/val/b.jpg"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    export = read_export(root)
+    assert [s.id for s in export.samples] == ["train/a", "val/b"]
+    (note,) = [n for n in export.notes if "hidden files" in n]
+    assert note.startswith(f"{root}: 3 hidden files") and "images/train/._a.jpg" in note
+
+
 def test_index_masks_named_by_classes_txt_or_config(tmp_path: Path):
     root = write_folders(
         tmp_path / "ds", {"": {f"i{k}": striped() for k in range(5)}}, index_masks=True

@@ -103,6 +103,22 @@ def test_channels_last_and_compile_keep_the_state_dict_names(tmp_path: Path):
     assert list(fast.state_dict()) == list(plain.state_dict())
 
 
+def test_channels_last_auto_follows_cuda(monkeypatch: pytest.MonkeyPatch):
+    from seglab.errors import ConfigError
+    from seglab.models.factory import use_channels_last
+
+    assert use_channels_last(True) and not use_channels_last(False) and not use_channels_last(None)
+    for available in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda available=available: available)
+        assert use_channels_last("auto") is available
+        model = create_model("unet", classes=3, encoder_name="resnet18", encoder_weights=None,
+                             channels_last="auto")  # fmt: skip
+        weight = model.encoder.conv1.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) is available
+    with pytest.raises(ConfigError, match="model.channels_last='yes': give true, false or auto"):
+        use_channels_last("yes")
+
+
 def test_pan_refuses_inputs_below_its_minimum_before_training():
     with pytest.raises(ModelConfigError, match=r"at least 128x128 but data.image_size=\[64, 64\]"):
         SegmentationModule(

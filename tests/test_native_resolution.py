@@ -53,9 +53,10 @@ def test_fit_keeps_the_aspect_and_fills_one_side():
 
 def test_auto_image_size_rule():
     assert auto_image_size([(413, 275)] * 5 + [(400, 275)] * 4) == (416, 288)
-    assert auto_image_size([(520, 696)] * 3) == (384, 512)  # long side capped at 512
+    assert auto_image_size([(520, 696)] * 3) == (512, 704)  # at its own scale
+    assert auto_image_size([(520, 696)] * 3, max_side=512) == (384, 512)
     assert auto_image_size([(20, 30)]) == (64, 64)  # at least 64
-    assert auto_image_size([(1000, 3000)]) == (160, 512)
+    assert auto_image_size([(1000, 3000)]) == (352, 1024)  # long side capped at 1024
 
 
 def test_train_geometry_never_squashes():
@@ -69,6 +70,31 @@ def test_train_geometry_never_squashes():
     # Fitted to 32x64 (aspect 1:2), then padded with ignored rows: no row is all 1 or 0 alike.
     assert (crop[32:] == 255).all()
     assert (crop[:32, :32] == 1).all() and (crop[:32, 32:] == 0).all()
+
+
+def test_train_crops_are_taken_at_the_evaluation_scale():
+    """data.crop_size: a 64x96 image fitted into 64x96 (its own scale) gives 32x32 crops whose
+    pixels are the image's own, unscaled: a crop of a pattern that codes its coordinates."""
+    rows, cols = np.mgrid[0:64, 0:96]
+    mask = (rows // 8 * 12 + cols // 8).astype(np.uint8)  # one id per 8x8 block
+    transform = build_train_transform([], (64, 96), (1.0, 1.0), 255, crop_size=(32, 32))
+    for _ in range(5):
+        crop = transform(image=np.zeros((64, 96, 3), np.uint8), mask=mask)["mask"].numpy()
+        assert crop.shape == (32, 32)
+        top, left = np.argwhere(mask == crop[0, 0])[0]  # the block the crop starts in
+        found = [(t, c) for t in range(top, top + 8) for c in range(left, left + 8)
+                 if (mask[t : t + 32, c : c + 32] == crop).all()]  # fmt: skip
+        assert found, "the crop is not an unscaled window of the image"
+
+
+def test_crop_size_auto_caps_each_side(tmp_path: Path):
+    from seglab.data.datamodule import AUTO_CROP_SIDE, SegmentationDataModule
+
+    module = SegmentationDataModule(str(tmp_path), image_size=[512, 704], crop_size="auto")
+    assert module.crop_size == (AUTO_CROP_SIDE, AUTO_CROP_SIDE) == (512, 512)
+    assert SegmentationDataModule(str(tmp_path), image_size=[64, 96]).crop_size == (64, 96)
+    whole = SegmentationDataModule(str(tmp_path), image_size=[512, 704], crop_size=None)
+    assert whole.crop_size == (512, 704)
 
 
 def test_eval_view_keeps_the_mask_at_its_own_size():

@@ -41,7 +41,7 @@ def test_training_writes_metrics_and_a_self_describing_checkpoint(trained_run: d
     assert [c["name"] for c in hparams["classes"]] == CLASS_NAMES
     assert hparams["classes"][1]["color"] == [51, 221, 255]
     assert hparams["image_size"] == [64, 64]
-    assert hparams["model"]["arch"] == "unet"
+    assert hparams["model"]["arch"] == "fpn"  # the default model
 
 
 def test_predict_py_writes_index_colour_and_overlay(

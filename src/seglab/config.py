@@ -71,6 +71,7 @@ def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "seed": _optional(_number(0, integer=True)),
     "data.image_size": _image_size,
+    "data.crop_size": _optional(_image_size),
     "data.batch_size": _number(1, integer=True),
     "data.num_workers": _workers,
     "data.val_fraction": _number(0.0, 1.0, low_open=True),

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seglab.atomic import atomic_write_text
 from seglab.training import run
 
 SUMMARY_METRICS = ("val/mIoU", "val/mDice", "val/pixel_acc", "val/loss", "test/mIoU")
@@ -40,8 +41,9 @@ def run_job(cfg: DictConfig) -> float | None:
             raise
         run_dir = Path(cfg.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        (run_dir / "metrics.json").write_text(json.dumps({"status": "failed"}, indent=2) + "\n")
+        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+        failed = json.dumps({"status": "failed"}, indent=2) + "\n"
+        atomic_write_text(run_dir / "metrics.json", failed)
         print(f"[seglab] job failed; the sweep goes on. Traceback:\n{traceback.format_exc()}",
               file=sys.stderr)  # fmt: skip
         return None

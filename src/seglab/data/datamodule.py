@@ -16,6 +16,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
+from seglab.atomic import atomic_write_text
 from seglab.console import say
 from seglab.data.class_weights import pixel_counts, weights_from_counts
 from seglab.data.dataset import SegmentationDataset, build_decoder
@@ -25,7 +26,10 @@ from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
 from seglab.data.scan import ScanReport, raise_on_problems, scan_export
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
-from seglab.preprocessing import auto_image_size
+from seglab.preprocessing import AUTO_MAX_SIDE, auto_image_size
+
+# `data.crop_size: auto` caps each side of the training crop at this (see `crop_size`).
+AUTO_CROP_SIDE = 512
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -33,6 +37,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self,
         path: str,
         image_size: Sequence[int] | str = "auto",
+        crop_size: Sequence[int] | str | None = "auto",
         batch_size: int = 8,
         num_workers: int | str = "auto",
         mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -66,6 +71,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"data.image_size={list(image_size)}: give [height, width], each a multiple of 32 "
                 "(the encoders downsample 5 times), or auto"
             )
+        self.crop_size_option = crop_size if crop_size in ("auto", None) else tuple(crop_size)
         self.batch_size = batch_size
         self.num_workers = resolve_workers(num_workers)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -112,8 +118,9 @@ class SegmentationDataModule(L.LightningDataModule):
     @cached_property
     def image_size(self) -> tuple[int, int]:
         """The network's input size, [height, width]: `data.image_size`, or for `auto` the
-        median training image scaled to a long side of at most 512 and rounded to multiples of
-        32 (`seglab.preprocessing.auto_image_size`), printed and stored in the checkpoint."""
+        median training image scaled to a long side of at most AUTO_MAX_SIDE and rounded to
+        multiples of 32 (`seglab.preprocessing.auto_image_size`), printed and stored in the
+        checkpoint."""
         if self.image_size_option != "auto":
             return tuple(int(v) for v in self.image_size_option)  # type: ignore[return-value]
         self.export  # noqa: B018  (the scan measures the image sizes)
@@ -123,10 +130,29 @@ class SegmentationDataModule(L.LightningDataModule):
             median = auto_image_size(sizes, max_side=1 << 30)
             say(
                 f"data.image_size=auto -> {list(size)} (median training image about "
-                f"{median[0]}x{median[1]}, long side capped at 512, multiples of 32); "
+                f"{median[0]}x{median[1]}, long side capped at {AUTO_MAX_SIDE}, multiples of 32); "
                 "set data.image_size=[H,W] to choose"
             )
         return size
+
+    @cached_property
+    def crop_size(self) -> tuple[int, int]:
+        """The training crop, [height, width], taken from each image after it is fitted into
+        `image_size` and scale-jittered: `data.crop_size`, `null` for the whole `image_size`,
+        or `auto`: `image_size` with each side capped at `AUTO_CROP_SIDE`. Evaluation and
+        prediction always see the whole `image_size`."""
+        if self.crop_size_option is None:
+            return self.image_size
+        if self.crop_size_option == "auto":
+            crop = tuple(min(AUTO_CROP_SIDE, v) for v in self.image_size)
+            if crop != self.image_size:
+                say(
+                    f"data.crop_size=auto -> {list(crop)} (random crops of the "
+                    f"{list(self.image_size)} image, each side capped at {AUTO_CROP_SIDE}); "
+                    "set data.crop_size=[H,W] to choose, null for whole images"
+                )
+            return crop  # type: ignore[return-value]
+        return tuple(int(v) for v in self.crop_size_option)  # type: ignore[return-value]
 
     def class_weights(self, method: str) -> list[float]:
         """Per-class loss weights from the train split's pixel frequencies, in class-index order
@@ -156,7 +182,11 @@ class SegmentationDataModule(L.LightningDataModule):
         """The split's samples with train-time augmentation or the deterministic eval transform."""
         transform = (
             build_train_transform(
-                self.augmentation, self.image_size, self.scale_range, self.ignore_index
+                self.augmentation,
+                self.image_size,
+                self.scale_range,
+                self.ignore_index,
+                crop_size=self.crop_size,
             )
             if train
             else build_eval_transform(self.image_size)
@@ -172,7 +202,7 @@ class SegmentationDataModule(L.LightningDataModule):
         folder.mkdir(parents=True, exist_ok=True)
         for split in self.export.splits:
             ids = [s.id for s in self.export.split(split)]
-            (folder / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+            atomic_write_text(folder / f"{split}.txt", "\n".join(ids) + "\n")
 
     def _decoder(self, export: SegmentationExport) -> MaskDecoder:
         return build_decoder(export, self.ignore_index, self.unknown_colors)

@@ -192,8 +192,15 @@ def _folder_items(root: Path, subset_map: Mapping[str, str], notes: list[str]) -
             "(labelmap.txt, ImageSets/, SegmentationClass/, JPEGImages/) or images/ and masks/ "
             "folders (optionally split into train/ val/ test/) with labelmap.txt or classes.txt"
         )
-    images = _index_files(image_root, IMAGE_EXTENSIONS)
-    masks = _index_files(mask_root, (".png",))
+    hidden: list[Path] = []
+    images = _index_files(image_root, IMAGE_EXTENSIONS, hidden)
+    masks = _index_files(mask_root, (".png",), hidden)
+    if hidden:
+        shown = ", ".join(str(p.relative_to(root)) for p in hidden[:3])
+        notes.append(
+            f"{root}: {len(hidden)} hidden files (names starting with '.', e.g. macOS '._' "
+            f"copies) are not samples, not used: {shown}{', ...' if len(hidden) > 3 else ''}"
+        )
     top = {item.split("/", 1)[0] for item in images}
     split_folders = all("/" in item for item in images) and all(
         name in subset_map or name.lower() in _FOLDER_SPLITS for name in top
@@ -213,11 +220,21 @@ def _folder_items(root: Path, subset_map: Mapping[str, str], notes: list[str]) -
 _FOLDER_SPLITS = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
 
-def _index_files(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
-    """Item id (relative path without extension) -> file; extensions compared in any case."""
+def _index_files(
+    folder: Path, extensions: tuple[str, ...], hidden: list[Path] | None = None
+) -> dict[str, Path]:
+    """Item id (relative path without extension) -> file; extensions compared in any case.
+
+    Files under a name starting with "." (macOS `._x.jpg` resource forks, `.DS_Store`, hidden
+    folders) or in `__MACOSX/` are no samples: they are left out and appended to `hidden`."""
     index: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in extensions or not path.is_file():
+            continue
+        parts = path.relative_to(folder).parts
+        if any(part.startswith(".") or part == "__MACOSX" for part in parts):
+            if hidden is not None:
+                hidden.append(path)
             continue
         item = path.relative_to(folder).with_suffix("").as_posix()
         if item in index:

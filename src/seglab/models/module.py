@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 import seglab
 from seglab.budget import budget_progress, fit_timer
 from seglab.metrics import metrics_from_confusion
-from seglab.models.factory import check_input_size
+from seglab.models.factory import check_input_size, use_channels_last
 from seglab.models.hparams import check_hparams
 from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
 from seglab.preprocessing import normalise, pixel_statistics, restore_logits
@@ -56,6 +56,7 @@ class SegmentationModule(L.LightningModule):
         check_input_size(hparams["model"]["arch"], hparams["image_size"])
         self.net = build_model(hparams["model"], classes=len(self.class_names))
         self.criterion = build_loss(hparams["loss"])
+        self.channels_last = use_channels_last(hparams["model"].get("channels_last", False))
         # Not persistent: the hyper-parameters carry mean and std, the state dict stays the net's.
         pixel_mean, pixel_std = pixel_statistics(mean, std)
         self.register_buffer("pixel_mean", pixel_mean, False)
@@ -72,7 +73,7 @@ class SegmentationModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised float images (N, 3, H, W) -> logits (N, C, H, W)."""
-        if self.hparams.model.get("channels_last"):
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
