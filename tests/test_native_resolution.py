@@ -78,12 +78,15 @@ def test_train_crops_are_taken_at_the_evaluation_scale():
     rows, cols = np.mgrid[0:64, 0:96]
     mask = (rows // 8 * 12 + cols // 8).astype(np.uint8)  # one id per 8x8 block
     transform = build_train_transform([], (64, 96), (1.0, 1.0), 255, crop_size=(32, 32))
-    for _ in range(5):
+    for _ in range(20):  # many random windows, the image's edges included
         crop = transform(image=np.zeros((64, 96, 3), np.uint8), mask=mask)["mask"].numpy()
         assert crop.shape == (32, 32)
         top, left = np.argwhere(mask == crop[0, 0])[0]  # the block the crop starts in
-        found = [(t, c) for t in range(top, top + 8) for c in range(left, left + 8)
-                 if (mask[t : t + 32, c : c + 32] == crop).all()]  # fmt: skip
+        tops = range(top, min(top + 8, 64 - 32 + 1))  # windows that fit inside the image
+        lefts = range(left, min(left + 8, 96 - 32 + 1))
+        found = [
+            (t, c) for t in tops for c in lefts if (mask[t : t + 32, c : c + 32] == crop).all()
+        ]
         assert found, "the crop is not an unscaled window of the image"
 
 
