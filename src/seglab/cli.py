@@ -45,6 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"ckpt=PATH output=model.onnx [opset={OPSET}] [tolerance=1e-3]",
     )  # fmt: skip
 
+    serve = commands.add_parser(
+        "serve", help="serve models over HTTP: POST /predict, GET /models, the page at /"
+    )
+    serve.add_argument(
+        "options", nargs="*", metavar="KEY=VALUE",
+        help="ckpt=PATH (a checkpoint or a folder of them) or model=MODEL.onnx, "
+        "[host=127.0.0.1] [port=8000] [mode=resize] [flip=false] [max_batch=8] "
+        "[max_wait_ms=5] [max_upload_mb=32] [device=auto]",
+    )  # fmt: skip
+
     cache = commands.add_parser(
         "cache", help="list the unpacked .zip datasets in $SEGLAB_CACHE with sizes, or clear them"
     )
@@ -64,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _onnx(args.options)
     if args.command == "cache":
         return _cache(args.action)
+    if args.command == "serve":
+        from seglab.serving.server import serve
+
+        return serve(args.options)
     return _inspect(args.path, args.options, args.json)
 
 

@@ -19,9 +19,20 @@ Transform = Callable[..., dict]
 
 def read_image(path: Path) -> np.ndarray:
     """Read any image OpenCV can decode as (H, W, 3) RGB uint8."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read image ({err.strerror or err})") from err
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, name: str | Path) -> np.ndarray:
+    """An image file's bytes -> (H, W, 3) RGB uint8, exactly as training reads files (OpenCV:
+    EXIF orientation applied, grayscale repeated, alpha dropped, 16-bit reduced to 8 bits), so
+    that an upload to the server is seen as predict.py sees the same file."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise DatasetError(f"{path}: cannot read image (missing, corrupt or unsupported format)")
+        raise DatasetError(f"{name}: cannot read image (missing, corrupt or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -22,6 +22,7 @@ Images over `max_image_pixels()` are refused before decoding anything: a 20000x2
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,14 +91,19 @@ def _pixels(n: int) -> str:
     return f"{n / 1e6:.4g} Mpx" if n >= 100_000 else f"{n} px"
 
 
-def check_image(path: Path, limit: int) -> tuple[int, int]:
+def check_image(
+    path: Path, limit: int, data: bytes | None = None, decode_all: bool = True
+) -> tuple[int, int]:
     """(width, height) as OpenCV and CVAT show the image (EXIF orientation applied).
 
     Raises DatasetError naming the file when it cannot be read, is truncated or corrupt, or has
-    more than `limit` pixels.
+    more than `limit` pixels. `data`: the file's bytes when they are already in memory (an
+    upload to the server); `path` then only names it in messages. `decode_all=False` leaves the
+    full decode of formats other than JPEG to the caller's OpenCV decode, which fails on a
+    truncated PNG or TIFF by itself (only a truncated JPEG decodes without an error).
     """
     try:
-        with Image.open(path) as image:  # reads the header only
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:  # the header
             width, height = image.size
             problem = too_large(path, "image", width, height, limit)
             if problem:
@@ -105,7 +111,10 @@ def check_image(path: Path, limit: int) -> tuple[int, int]:
             # OpenCV, like CVAT, shows the image turned by its EXIF orientation; so must the check.
             if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_90:
                 width, height = height, width
-            if image.format not in JPEG_FORMATS or not _ends_with_jpeg_marker(path):
+            if image.format in JPEG_FORMATS:
+                if not _ends_with_jpeg_marker(path, data):
+                    image.load()
+            elif decode_all:
                 image.load()
     except DatasetError:
         raise
@@ -113,8 +122,9 @@ def check_image(path: Path, limit: int) -> tuple[int, int]:
         raise DatasetError(f"{path}: image file not found") from err
     except (OSError, SyntaxError, ValueError) as err:
         if "truncated" in str(err):
+            size = len(data) if data is not None else path.stat().st_size
             raise DatasetError(
-                f"{path}: image file is truncated ({path.stat().st_size} bytes; {err}). OpenCV "
+                f"{path}: image file is truncated ({size} bytes; {err}). OpenCV "
                 "would train on it with grey where the data is missing: copy the file again "
                 "from its source, or re-export it from CVAT"
             ) from err
@@ -124,9 +134,12 @@ def check_image(path: Path, limit: int) -> tuple[int, int]:
     return width, height
 
 
-def _ends_with_jpeg_marker(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - TAIL_BYTES))
-        tail = f.read()
+def _ends_with_jpeg_marker(path: Path, data: bytes | None = None) -> bool:
+    if data is not None:
+        tail = data[-TAIL_BYTES:]
+    else:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - TAIL_BYTES))
+            tail = f.read()
     return tail.rstrip(b"\x00").endswith(JPEG_END)
