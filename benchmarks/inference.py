@@ -9,7 +9,9 @@ forward pass itself, and is onnxruntime faster than torch here? Paths, interleav
 - `predict.py resize`      `python predict.py ckpt=... input=... mode=resize`, run in-process;
 - `predict.py whole`, `predict.py slide`   the other image-size modes on the same images;
 - `bare forward (onnx)`    the exported model through onnxruntime on the same batches;
-- `predict.py onnx`        `predict.py backend=onnx model=... mode=resize`.
+- `predict.py onnx MODE`   `predict.py backend=onnx model=... mode=MODE`, each mode.
+
+Each row is also given against the bare forward of its own backend (torch or onnx).
 
 The checkpoint is a randomly initialised seglab model (speed does not depend on the weights);
 the images are demo scenes of `--size` pixels, which is also the model's training size.
@@ -140,17 +142,26 @@ def main() -> None:
             onnx_network, _, _ = open_onnx(onnx_path, device)
             paths["bare forward (onnx)"] = bare_forward(onnx_network, batches, device, None)
             onnx_common = [c for c in common if not c.startswith("amp=")]
-            paths["predict.py onnx"] = predict_py(
-                ["backend=onnx", f"model={onnx_path}", "mode=resize", *onnx_common]
-            )
+            for mode in ("resize", "whole", "slide"):
+                paths[f"predict.py onnx {mode}"] = predict_py(
+                    ["backend=onnx", f"model={onnx_path}", f"mode={mode}", *onnx_common]
+                )
         runs = interleave(paths, repeats)
     rows = summarize(runs, BASELINE)
+    # Each path against the bare forward of its own backend: what predict.py adds to it.
+    bare = {row["path"]: row["median_img_s"] for row in rows if row["path"].startswith("bare")}
+    for row in rows:
+        own = "bare forward (onnx)" if "onnx" in row["path"] else BASELINE
+        row["own_backend_ratio"] = round(row["median_img_s"] / bare[own], 3)
 
     print(f"\nInference, {args.arch} {args.encoder}, {count} images of {size}x{size} (= the "
           f"training size), batch {args.batch}, {device.type}"
           f"{' amp ' + str(dtype).removeprefix('torch.') if dtype else ''}, {repeats} "
           "interleaved repetitions\n")  # fmt: skip
     print(markdown(rows, BASELINE))
+    print("\n| path | × the bare forward of its own backend |\n|---|---|")
+    for row in rows:
+        print(f"| {row['path']} | {row['own_backend_ratio']:.2f} |")
     settings = {"arch": args.arch, "encoder": args.encoder, "size": size, "images": count,
                 "batch": args.batch, "device": device.type, "amp": args.amp,
                 "repeats": repeats}  # fmt: skip

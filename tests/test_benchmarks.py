@@ -62,8 +62,22 @@ def test_inference(tmp_path: Path):
     )  # fmt: skip
     paths = [row["path"] for row in result["rows"]]
     assert paths == ["bare forward (torch)", "predict.py resize", "predict.py whole",
-                     "predict.py slide", "bare forward (onnx)", "predict.py onnx"]  # fmt: skip
+                     "predict.py slide", "bare forward (onnx)", "predict.py onnx resize",
+                     "predict.py onnx whole", "predict.py onnx slide"]  # fmt: skip
+    assert all(row["own_backend_ratio"] > 0 for row in result["rows"])
     assert "| predict.py resize |" in stdout
+
+
+def test_serve(tmp_path: Path):
+    """A real `seglab serve` under 1 and 2 concurrent clients, against the bare forward."""
+    stdout, result = run_benchmark(
+        "serve", tmp_path / "r.json", "--seconds", "1", "--clients", "2", "--encoder", "resnet18"
+    )
+    rows = {row["path"]: row for row in result["rows"]}
+    assert list(rows) == ["bare forward (torch)", "serve, 1 client", "serve, 2 clients"]
+    assert rows["serve, 2 clients"]["p50_ms"] > 0 and rows["serve, 2 clients"]["p99_ms"] > 0
+    assert rows["serve, 1 client"]["server_peak_rss_mib"] > 100
+    assert "| serve, 2 clients |" in stdout
 
 
 def test_dataset_scan(tmp_path: Path):

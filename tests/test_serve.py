@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from seglab.prediction import load_predictor
 from seglab.prediction.onnx import write_onnx
 from seglab.prediction.run import run
 from seglab.serving.server import ServeConfig
-from tests.helpers import compose_predict
+from tests.helpers import ROOT, compose_predict
 from tests.serving import SEGLAB, decode_png, get_json, post_image, request, running_server
 
 MAX_PIXELS = 400_000  # the server's SEGLAB_MAX_IMAGE_PIXELS in these tests
@@ -212,3 +214,42 @@ def test_config_defaults_bind_to_loopback_and_errors_are_one_line(tmp_path: Path
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.startswith("error: ") and text in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def readme_serving_block(start: str) -> list[str]:
+    """The lines of the README Serving section's code block whose first line starts `start`."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Serving", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
+    return next(b for b in blocks if b.startswith(start)).strip().splitlines()
+
+
+def test_readme_serving_commands_run_as_printed(trained_run: dict, tmp_path: Path):
+    """README → Serving: the serve command with the run's checkpoint, then each curl line as
+    printed, with only the port and the photo's path filled in."""
+    (serve,) = [line for line in readme_serving_block("pip install") if line.startswith("seglab")]
+    ckpt = trained_run["metrics"]["best_ckpt"]
+    args = [re.sub(r"ckpt=\S+", f"ckpt={ckpt}", arg) for arg in shlex.split(serve)[2:]]
+    image = sorted((trained_run["export"] / "JPEGImages").glob("*.jpg"))[0]
+    shutil.copy(image, tmp_path / "photo.jpg")
+    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    expected = load_predictor(ckpt, "cpu").predict(rgb)
+    with running_server([*args, "device=cpu"]) as url:
+        outputs = {}
+        for line in readme_serving_block("curl"):
+            command = line.replace("http://127.0.0.1:8000", url)
+            done = subprocess.run(
+                command, shell=True, cwd=tmp_path, capture_output=True, timeout=120
+            )
+            assert done.returncode == 0, (line, done.stderr)
+            outputs[line] = done.stdout
+    np.testing.assert_array_equal(decode_png((tmp_path / "photo_index.png").read_bytes()), expected)
+    colors = np.asarray(load_predictor(ckpt, "cpu").info.colors, np.uint8)
+    color = decode_png((tmp_path / "photo_color.png").read_bytes())[..., ::-1]
+    np.testing.assert_array_equal(color, colors[expected])
+    answers = [json.loads(out) for line, out in outputs.items() if "-o " not in line]
+    by_kind = {("models" in a): a for a in answers}
+    assert by_kind[False]["mode"] == "whole" and by_kind[False]["flip"] is True
+    assert [c["name"] for c in by_kind[True]["models"][0]["classes"]] == [
+        c["name"] for c in by_kind[False]["classes"]
+    ]

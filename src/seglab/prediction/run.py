@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from seglab.console import say
 from seglab.errors import ConfigError
 from seglab.prediction.inputs import ImageFiles, check_output_names, find_inputs, loader_workers
 from seglab.prediction.load import load_predictor
+from seglab.prediction.pipeline import OrderedWriter, prefetched
 from seglab.prediction.predictor import Predictor, to_labels
 from seglab.prediction.scoring import LabelFiles, Scoring
 from seglab.prediction.writers import MaskWriter, cvat_zip
@@ -88,9 +90,10 @@ def predict_images(
         num_workers=loader_workers(num_workers, predictor.device),
         collate_fn=list,
     )
+    batches = loader if loader.num_workers else prefetched(loader)
     with _progress(progress) as bar:
         task = bar.add_task("predict", total=len(dataset))
-        for batch in loader:
+        for batch in batches:
             ready = []
             for item in batch:
                 path = dataset.paths[item["index"]]
@@ -131,21 +134,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # The zip replaces an earlier one only once complete: a failed run leaves that one whole.
     cvat = cvat_zip(output, info) if cfg.format == "cvat" else None
     report = Report()
+
+    def save(path: Path, image: np.ndarray, predicted: np.ndarray, logits: torch.Tensor) -> None:
+        relative = inputs.relative(path)
+        writer.write(relative, image, predicted, logits)
+        if scoring is not None:
+            scoring.add(relative, path, predicted)
+        if cvat is not None:
+            original = (path.read_bytes(), path.suffix) if cfg.cvat_images else None
+            cvat.add(relative.with_suffix("").as_posix(), predicted, image=original)
+
     written = 0
     start = time.perf_counter()
     with cvat or nullcontext():
-        for path, image, logits in predict_images(
-            predictor, inputs.images, cfg.num_workers, report, bool(cfg.progress)
-        ):
-            relative = inputs.relative(path)
-            predicted = to_labels(logits, predictor.num_classes)
-            writer.write(relative, image, predicted, logits)
-            if scoring is not None:
-                scoring.add(relative, path, predicted)
-            if cvat is not None:
-                original = (path.read_bytes(), path.suffix) if cfg.cvat_images else None
-                cvat.add(relative.with_suffix("").as_posix(), predicted, image=original)
-            written += 1
+        saving = OrderedWriter()
+        try:
+            for path, image, logits in predict_images(
+                predictor, inputs.images, cfg.num_workers, report, bool(cfg.progress)
+            ):
+                predicted = to_labels(logits, predictor.num_classes)
+                saving.submit(partial(save, path, image, predicted, logits))
+                written += 1
+        finally:
+            saving.finish()  # every file written (or the first error raised) before the zip closes
     seconds = time.perf_counter() - start
 
     for note, count in sorted(report.conversions.items()):

@@ -1,0 +1,190 @@
+"""`seglab serve` under load: concurrent clients on loopback against the bare forward pass.
+
+The question it answers: with N clients posting images as fast as the server answers, how
+close does the server come to the network's own throughput at the same batch size, and at what
+latency? Paths, interleaved:
+
+- `bare forward (torch)`  the network on pre-made, normalised batches of `--batch` images of
+                          the training size; no HTTP, decoding or encoding (the baseline);
+- `serve, 1 client`       one client posting JPEG files one after the other (no batching);
+- `serve, N clients`      N clients at once: the server batches them (max_batch=`--batch`).
+
+Each client keeps one HTTP connection open and sends the JPEG file of a demo image of `--size`
+pixels (the model's training size) for `--seconds`; the answer is the class-index PNG. The
+server is a real `seglab serve` process; its peak resident memory (VmHWM) is read at the end.
+
+    python benchmarks/serve.py                 # U-Net ResNet-34, 512 px, 8 clients, batch 8
+    python benchmarks/serve.py --quick         # < 1 min on 2 cores
+
+Prints a markdown table and writes `benchmarks/results/serve.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from seglab.demo import write_demo_export
+from seglab.prediction import load_checkpoint
+
+from harness import interleave, markdown, save, summarize
+from inference import bare_forward, write_checkpoint
+
+BASELINE = "bare forward (torch)"
+SEGLAB = str(Path(sys.executable).with_name("seglab"))
+
+
+def start_server(ckpt: Path, port: int, batch: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [SEGLAB, "serve", f"ckpt={ckpt}", f"port={port}", "device=cpu", f"max_batch={batch}",
+         f"batch_size={batch}", "max_wait_ms=10"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"seglab serve exited: {server.stderr.read()}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return server
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("seglab serve did not start in 300 s")
+
+
+def clients(
+    port: int, count: int, images: list[bytes], seconds: float, latencies: list[float]
+) -> Callable[[], float]:
+    """A measurement: `count` threads posting images for `seconds`; returns images/s and
+    appends each request's latency (s) to `latencies`."""
+
+    def client(done: list[int], stop: float) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        i = 0
+        while time.perf_counter() < stop:
+            body = images[i % len(images)]
+            start = time.perf_counter()
+            connection.request("POST", "/predict", body, {"Content-Type": "image/jpeg"})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"POST /predict answered {response.status}")
+            latencies.append(time.perf_counter() - start)
+            done.append(1)
+            i += 1
+        connection.close()
+
+    def measure() -> float:
+        done: list[int] = []
+        start = time.perf_counter()
+        threads = [
+            threading.Thread(target=client, args=(done, start + seconds)) for _ in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return len(done) / (time.perf_counter() - start)
+
+    return measure
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64 px, short runs (< 1 min)")
+    parser.add_argument("--arch", default="unet")
+    parser.add_argument("--encoder", default="resnet34")
+    parser.add_argument("--size", type=int, help="image and training size (512; quick 64)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8, help="max_batch and the baseline's batch")
+    parser.add_argument("--seconds", type=float, help="per measurement (30; quick 3)")
+    parser.add_argument("--repeats", type=int, help="interleaved repetitions (3; quick 1)")
+    parser.add_argument("--port", type=int, help="loopback port (default: a free one)")
+    parser.add_argument("--output", type=Path, help="JSON file (default results/serve.json)")
+    args = parser.parse_args()
+    size = args.size or (64 if args.quick else 512)
+    seconds = args.seconds or (3.0 if args.quick else 30.0)
+    repeats = args.repeats or (1 if args.quick else 3)
+    device = torch.device("cpu")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        export = write_demo_export(tmp / "images", size=size, splits={"train": 16})
+        images = [p.read_bytes() for p in sorted((export / "JPEGImages").glob("*.jpg"))]
+        ckpt = write_checkpoint(tmp / "model.ckpt", args.arch, args.encoder, size)
+        network, _ = load_checkpoint(ckpt, device)
+        batches = [
+            torch.randn(args.batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+            for _ in range(2)
+        ]
+        port = args.port or free_port()
+        server = start_server(ckpt, port, args.batch)
+        one, many = [], []  # latencies (s)
+        many_name = f"serve, {args.clients} clients"
+        try:
+            runs = interleave(
+                {
+                    BASELINE: bare_forward(network, batches, device, None),
+                    "serve, 1 client": clients(port, 1, images, seconds, one),
+                    many_name: clients(port, args.clients, images, seconds, many),
+                },
+                repeats,
+            )
+            peak = peak_rss_mib(server.pid)
+        finally:
+            server.terminate()
+            server.wait(30)
+    rows = summarize(runs, BASELINE)
+    for row in rows:
+        latencies = {"serve, 1 client": one, many_name: many}.get(row["path"])
+        row["p50_ms"] = round(1000 * statistics.median(latencies), 1) if latencies else "–"
+        row["p99_ms"] = round(1000 * percentile(latencies, 0.99), 1) if latencies else "–"
+        row["server_peak_rss_mib"] = round(peak) if latencies else "–"
+
+    print(f"\nseglab serve, {args.arch} {args.encoder}, JPEG images of {size}x{size} (= the "
+          f"training size), max_batch {args.batch}, {seconds:g} s per measurement, {repeats} "
+          "interleaved repetitions, CPU\n")  # fmt: skip
+    print(markdown(rows, BASELINE))
+    print("\n| path | p50 latency (ms) | p99 latency (ms) | server peak RSS (MiB) |")
+    print("|---|---|---|---|")
+    for row in rows[1:]:
+        print(
+            f"| {row['path']} | {row['p50_ms']} | {row['p99_ms']} | {row['server_peak_rss_mib']} |"
+        )
+    settings = {"arch": args.arch, "encoder": args.encoder, "size": size, "clients": args.clients,
+                "batch": args.batch, "seconds": seconds, "repeats": repeats}  # fmt: skip
+    save("serve", args.output, settings, rows)
+
+
+if __name__ == "__main__":
+    main()
