@@ -34,3 +34,37 @@ def compose_predict(overrides: list[str]) -> DictConfig:
     """The real conf/predict/predict.yaml, composed as `python predict.py <overrides>` would."""
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "predict"), version_base="1.3"):
         return compose("predict", overrides=overrides)
+
+
+def read_wandb_records(path: Path) -> list:
+    """Decode an offline run's ``.wandb`` file into wandb's own ``Record`` messages.
+
+    The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of chunks, each
+    with a 7-byte header (crc32, length, type). A record can be split across blocks, so a
+    byte search of the raw file misses keys that straddle a block boundary. wandb 0.31 has
+    no Python reader any more, so the chunks are joined here and each record is parsed with
+    wandb's protobuf class.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a wandb transaction log"
+    block, position, pending, records = 32768, 7, b"", []
+    while position + 7 <= len(data):
+        left_in_block = block - (position % block)
+        if left_in_block < 7:  # the block's tail is padding
+            position += left_in_block
+            continue
+        length = int.from_bytes(data[position + 4 : position + 6], "little")
+        kind = data[position + 6]
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk  # FULL/FIRST start a record
+        if kind in (1, 4):  # FULL or LAST ends it
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records

@@ -21,7 +21,7 @@ from seglab.models.factory import ModelConfigError, create_model
 from seglab.prediction import load_predictor
 from seglab.sweep import run_job
 from seglab.training import run
-from tests.helpers import ROOT, TINY, compose_train
+from tests.helpers import ROOT, TINY, compose_train, read_wandb_records
 
 CLASS_NAMES = ["background", "leaf", "stone", "berry"]
 
@@ -137,11 +137,25 @@ def test_wandb_logger_runs_offline(
     assert (tmp_path / "csv" / "metrics.csv").is_file()  # both loggers ran
     (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
     (history,) = offline_run.glob("*.wandb")
-    records = history.read_bytes()
-    for key in (b"val/mIoU", b"val/iou/berry", b"train/loss_step", b"val/per_class"):
-        assert key in records, key
-    assert b"encoder_name" in records and b"run_dir" in records  # the resolved config
-    assert b"model-" in records  # log_model: the checkpoint artifact
+    records = read_wandb_records(history)
+    logged = {
+        item.key or "/".join(item.nested_key)
+        for r in records
+        if r.HasField("history")
+        for item in r.history.item
+    }
+    for key in ("val/mIoU", "val/iou/berry", "train/loss_step"):
+        assert key in logged, key
+    assert "val/per_class/_type" in logged  # the per-class table, logged as a nested value
+    config = {
+        item.key or "/".join(item.nested_key)
+        for r in records
+        if r.HasField("config")
+        for item in r.config.update
+    }
+    assert {"model", "run_dir"} <= config, config  # the resolved config
+    artifacts = [r.artifact.name for r in records if r.HasField("artifact")]
+    assert any(name.startswith("model-") for name in artifacts), artifacts  # log_model
     media = offline_run / "files" / "media"
     assert list((media / "images" / "mask" / "val").glob("predictions_*.mask.png"))
     assert list((media / "table" / "val").glob("per_class_*.table.json"))
