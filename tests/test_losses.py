@@ -141,5 +141,17 @@ def test_class_weights_from_pixel_frequencies():
     assert sum(c * w for c, w in zip(counts, inverse, strict=True)) / counts.sum() == pytest.approx(
         1
     )
+    enet = weights_from_counts(counts, "enet")  # 1 / ln(1.02 + f), mean pixel weight 1
+    raw = [1 / np.log(1.02 + 0.7), 1 / np.log(1.02 + 0.3)]
+    scale = 0.7 * raw[0] + 0.3 * raw[1]
+    assert enet == pytest.approx([raw[0] / scale, raw[1] / scale, 0.0], rel=1e-5)
     with pytest.raises(ValueError, match="one of"):
         weights_from_counts(counts, "balanced")
+
+
+def test_enet_weights_stay_bounded_however_rare_a_class():
+    counts = np.array([10**9, 10**6, 10**3, 1])  # a 59-class export's range, and beyond
+    median = weights_from_counts(counts, "median")
+    enet = weights_from_counts(counts, "enet")
+    assert max(median) / min(median) > 1e8
+    assert max(enet) / min(enet) < 51  # 1/ln(1.02) over 1/ln(2.02)

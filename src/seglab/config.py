@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from seglab.budget import parse_budget
@@ -137,8 +139,25 @@ def _registry_problems(cfg: DictConfig) -> list[str]:
         node = cfg.get(key)
         if node is None:
             continue
+        node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        if key == "model" and isinstance(node, dict):
+            problems += _init_from_problems(node.pop("init_from", None), cfg.get("ckpt_path"))
         try:
-            check(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+            check(node)
         except ConfigError as err:
             problems.append(str(err))
     return problems
+
+
+def _init_from_problems(init_from: Any, ckpt_path: Any) -> list[str]:
+    """`model.init_from`: an existing file, and not together with a resume (`ckpt_path`)."""
+    if init_from is None:
+        return []
+    if not isinstance(init_from, str) or not Path(to_absolute_path(init_from)).is_file():
+        return [f"model.init_from={init_from}: no such checkpoint file (give a seglab .ckpt)"]
+    if ckpt_path:
+        return [
+            f"model.init_from={init_from} and ckpt_path={ckpt_path}: give one; ckpt_path resumes "
+            "a run (optimizer and schedule too), init_from starts a new run from its weights"
+        ]
+    return []

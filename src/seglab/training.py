@@ -24,6 +24,7 @@ from seglab.console import say
 from seglab.data.datamodule import SegmentationDataModule
 from seglab.data.errors import DatasetError
 from seglab.metrics import format_table
+from seglab.models.init_from import init_from_checkpoint
 from seglab.models.module import SegmentationModule
 
 # With a time budget, validation may take at most this share of the training time.
@@ -63,8 +64,10 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
     if ckpt_path:
         check_checkpoint_classes(ckpt_path, classes)
 
+    model = _plain(cfg.model)
+    init_from = model.pop("init_from", None)  # weights to start from, not part of the network
     module = SegmentationModule(
-        model=_plain(cfg.model),
+        model=model,
         loss=loss_config(cfg, datamodule),
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.scheduler) or None,
@@ -74,6 +77,9 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
         mean=list(datamodule.mean),
         std=list(datamodule.std),
     )
+    if init_from:
+        mapping = init_from_checkpoint(module.net, module.class_names, to_absolute_path(init_from))
+        say(f"model.init_from={init_from}: classes {mapping.describe()}")
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     callbacks += extra_callbacks
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c]

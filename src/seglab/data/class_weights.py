@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-METHODS = ("auto", "median", "inverse")
+METHODS = ("auto", "median", "inverse", "enet")
 
 
 def pixel_counts(
@@ -44,6 +44,9 @@ def weights_from_counts(counts: Sequence[int] | np.ndarray, method: str = "media
     weights = np.zeros_like(freq)
     if method == "inverse":
         weights[present] = 1.0 / (present.sum() * freq[present])
+    elif method == "enet":
+        raw = 1.0 / np.log(1.02 + freq[present])
+        weights[present] = raw / float((freq[present] * raw).sum())
     else:
         weights[present] = np.median(freq[present]) / freq[present]
     return [round(float(w), 6) for w in weights]
