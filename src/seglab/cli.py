@@ -55,6 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "[max_wait_ms=5] [max_upload_mb=32] [device=auto]",
     )  # fmt: skip
 
+    rank = commands.add_parser(
+        "rank", help="order unlabelled frames by how unsure the model is: which to label next"
+    )
+    rank.add_argument(
+        "options", nargs="*", metavar="KEY=VALUE",
+        help="ckpt=PATH input=FRAMES [output=ranking.csv] [score=margin|entropy|disagreement] "
+        "[top=N] [copy_to=DIR] [labels=EXPORT] and predict.py's keys (mode=, tta=, ...)",
+    )  # fmt: skip
+
     cache = commands.add_parser(
         "cache", help="list the unpacked .zip datasets in $SEGLAB_CACHE with sizes, or clear them"
     )
@@ -74,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _onnx(args.options)
     if args.command == "cache":
         return _cache(args.action)
+    if args.command == "rank":
+        return _rank(args.options)
     if args.command == "serve":
         from seglab.serving.server import serve
 
@@ -105,6 +116,32 @@ def _onnx(options: list[str]) -> int:
     print(f"Wrote {report.path} (opset {report.opset}; dynamic batch"
           f"{', height and width' if report.dynamic_size else ''}). ONNX vs PyTorch:")  # fmt: skip
     print(report.table())
+    return 0
+
+
+def _rank(options: list[str]) -> int:
+    """`seglab rank`: composed like predict.py (conf/predict/rank.yaml extends predict.yaml)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import MissingMandatoryValue
+
+    from seglab.errors import ConfigError
+    from seglab.prediction.ranking import run_rank
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "predict"
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("rank", overrides=list(options))
+        cfg.input  # noqa: B018 (the one key without a default)
+    except MissingMandatoryValue:
+        raise ConfigError(
+            "seglab rank needs input=FRAMES (an image, folder, glob or list)"
+        ) from None
+    except HydraException as err:
+        raise ConfigError(f"seglab rank: {str(err).splitlines()[0]}") from None
+    run_rank(cfg)
     return 0
 
 
