@@ -33,8 +33,12 @@ def build(group: str, cfg: DictConfig) -> object:
         return instantiate(cfg.data, augmentation=[], _recursive_=False)
     node = cfg[group]
     if group == "model":  # model, loss, optimizer, scheduler: by registry key, never _target_
-        return build_model(plain(node), classes=2)
+        model = plain(node)
+        model.pop("init_from")  # weights to start from, taken out by training.build
+        return build_model(model, classes=2)
     if group == "loss":
+        if isinstance(node.get("class_weights"), str):  # a method: training counts the pixels
+            node.class_weights = [1.0, 1.0]
         return build_loss(plain(node))
     if group == "optimizer":
         return build_optimizer(plain(node), torch.nn.Linear(2, 2))
@@ -99,7 +103,12 @@ def test_defaults_are_the_documented_ones():
     assert cfg.model.channels_last == "auto"
     assert cfg.trainer.sync_batchnorm is False and "sync_batchnorm" not in cfg.model
     assert cfg.optimizer.encoder_lr_mult == 1.0 and cfg.model.freeze_encoder is False
-    assert cfg.loss.class_weights is None
+    assert cfg.loss.class_weights == "enet"  # for the CE term; Dice weighs classes equally
+    assert cfg.loss.losses.dice.class_weights is None
+    assert (cfg.model.decoder_pyramid_channels, cfg.model.decoder_segmentation_channels) == (
+        128,
+        64,
+    )
     assert all(term.ignore_index == cfg.data.ignore_index for term in cfg.loss.losses.values())
     assert cfg.callbacks.model_checkpoint.monitor == "val/mIoU"
     assert "RichProgressBar" in cfg.callbacks.progress_bar._target_

@@ -120,6 +120,7 @@ def test_a_run_writes_confusion_files_weights_and_a_warmup_in_the_logged_lr(
     ckpt = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)
     weights = ckpt["hyper_parameters"]["loss"]["class_weights"]
     assert len(weights) == len(CLASS_NAMES) and all(w >= 0 for w in weights)
-    assert ckpt["hyper_parameters"]["loss"]["losses"]["dice"]["class_weights"] == weights
+    assert ckpt["hyper_parameters"]["loss"]["losses"]["ce"]["class_weights"] == weights
+    assert ckpt["hyper_parameters"]["loss"]["losses"]["dice"]["class_weights"] is None
     module, _ = load_checkpoint(metrics["best_ckpt"], torch.device("cpu"))
     assert module.criterion is not None  # the stored weights rebuild the loss
