@@ -63,3 +63,27 @@ def test_inspect_exits_nonzero_and_lists_problems(tmp_path: Path):
     (root / "labelmap.txt").unlink()
     unreadable = inspect(str(root))
     assert unreadable.returncode == 2 and "labelmap" in unreadable.stderr
+
+
+def test_an_export_without_images_is_still_counted(tmp_path: Path):
+    """Teams often export annotations only: the masks are counted, the missing images said."""
+    import numpy as np
+
+    from seglab.data.cvat_writer import CvatWriter
+    from seglab.data.labelmap import SegClass
+
+    classes = [SegClass("background", (0, 0, 0)), SegClass("leaf", (51, 221, 255))]
+    with CvatWriter(tmp_path / "annotations.zip", classes) as writer:
+        for i in range(4):
+            mask = np.zeros((10, 20), np.uint8)
+            mask[:, : 5 * (i + 1)] = 1  # leaf: 50, 100, 150, 200 of 200 px
+            writer.add(f"frame{i}", mask)
+    result = inspect(str(tmp_path / "annotations.zip"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["has_images"] is False
+    pixels = [summary["splits"][s]["pixels"] for s in summary["splits"]]
+    assert sum(p["leaf"] for p in pixels) == 500 and sum(p["background"] for p in pixels) == 300
+    assert any("made without images" in note for note in summary["notes"])
+    text = inspect(str(tmp_path / "annotations.zip")).stdout
+    assert text.rstrip().endswith("Masks OK; training also needs the images (see the note above).")

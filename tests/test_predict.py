@@ -258,7 +258,9 @@ def test_cvat_export_round_trips_through_the_parser(trained_run: dict, tmp_path:
         target = images / ("shift 2" if i % 2 else "") / src.name
         target.write_bytes(src.read_bytes())
     out = tmp_path / "out"
-    summary = predict(trained_run, out, f"input={images}", "format=cvat", "outputs=[index]")
+    summary = predict(
+        trained_run, out, f"input={images}", "format=cvat", "outputs=[index]", "cvat_min_area=0"
+    )
     archive = Path(summary["cvat_export"])
     assert archive == out / "cvat_export.zip"
     names = set(zipfile.ZipFile(archive).namelist())

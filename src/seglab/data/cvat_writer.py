@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 
 from seglab.atomic import new_partial_dir, new_partial_file
+from seglab.data.instances import InstanceReport
+from seglab.data.instances import instance_mask as instance_mask_of
 from seglab.data.labelmap import BACKGROUND, SegClass, index_colors, labelmap_text
 from seglab.data.masks import colorize
 
@@ -35,8 +37,18 @@ class CvatWriter:
     survives until the new one is complete.
     """
 
-    def __init__(self, path: str | Path, classes: Sequence[SegClass], replace: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        classes: Sequence[SegClass],
+        replace: bool = False,
+        min_area: int = 0,
+    ):
+        """`min_area`: regions of fewer pixels are left out of the items whose instances are
+        derived here (`seglab.data.instances`); `report` counts them and any merged regions."""
         self.path = Path(path)
+        self.min_area = min_area
+        self.report = InstanceReport()
         is_zip = self.path.suffix.lower() == ".zip"
         if self.path.exists() and not (replace and is_zip and self.path.is_file()):
             raise FileExistsError(f"{self.path} already exists; choose a new path for the export")
@@ -61,9 +73,14 @@ class CvatWriter:
         image: tuple[bytes, str] | None = None,
     ) -> None:
         """One item: its class-index mask, instance ids (default: connected regions of each
-        class other than background), and optionally the image file's bytes and extension."""
+        class other than background, at most 255: `seglab.data.instances`), and optionally the
+        image file's bytes and extension."""
         if instance_mask is None:
-            instance_mask = self.instances(class_mask)
+            class_mask, instance_mask, report = instance_mask_of(
+                class_mask, self._background, self.min_area
+            )
+            self.report.dropped += report.dropped
+            self.report.merged += report.merged
         self._put(f"SegmentationClass/{item_id}.png", _png(colorize(class_mask, self._palette)))
         instance_colors = index_colors(int(instance_mask.max()) + 1)
         self._put(
@@ -73,19 +90,6 @@ class CvatWriter:
             data, extension = image
             self._put(f"JPEGImages/{item_id}{extension}", data)
         self._subsets[subset].append(item_id)
-
-    def instances(self, class_mask: np.ndarray) -> np.ndarray:
-        """Each 8-connected region of one class is an instance, numbered from 1."""
-        instances = np.zeros(class_mask.shape, np.int32)
-        count = 0
-        for value in np.unique(class_mask):
-            if value == self._background:
-                continue
-            n, regions = cv2.connectedComponents((class_mask == value).astype(np.uint8), None, 8)
-            inside = regions > 0
-            instances[inside] = regions[inside] + count
-            count += n - 1
-        return instances
 
     def close(self) -> Path:
         self._put("labelmap.txt", labelmap_text(self.classes).encode("utf-8"))

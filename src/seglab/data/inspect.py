@@ -23,7 +23,8 @@ def inspect_dataset(path: str | Path, options: dict[str, Any]) -> dict[str, Any]
     unknown = set(options) - set(READ_KEYS) - set(DECODE_KEYS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; use {[*READ_KEYS, *DECODE_KEYS]}")
-    export = read_export(path, **{k: v for k, v in options.items() if k in READ_KEYS})
+    read_options = {k: v for k, v in options.items() if k in READ_KEYS}
+    export = read_export(path, **read_options, require_images=False)
     decoder = build_decoder(export, **{k: v for k, v in options.items() if k in DECODE_KEYS})
     return summarize(export, scan_export(export, decoder))
 
@@ -48,6 +49,7 @@ def summarize(export: SegmentationExport, report: ScanReport) -> dict[str, Any]:
             for i, c in enumerate(export.classes)
         ],
         "ignored_classes": list(export.ignored),
+        "has_images": all(s.image != s.mask for s in export.samples),
         "splits": splits,
         "suggested_class_weights": dict(zip(names, weights, strict=True)) if weights else {},
         "notes": list(export.notes),
@@ -95,7 +97,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  - {u['value']}: {u['pixels']} px in {u['files']} mask(s)"
             for u in summary["unknown_values"]
         ]
-    lines += ["", "OK: training can use this dataset." if not summary["problems"] else "NOT OK."]
+    if summary["problems"]:
+        verdict = "NOT OK."
+    elif not summary["has_images"]:
+        verdict = "Masks OK; training also needs the images (see the note above)."
+    else:
+        verdict = "OK: training can use this dataset."
+    lines += ["", verdict]
     return "\n".join(lines)
 
 

@@ -82,8 +82,12 @@ def read_export(
     missing_masks: str = "error",
     val_fraction: float = 0.2,
     split_seed: int = 0,
+    require_images: bool = True,
 ) -> SegmentationExport:
-    """Detect the layout under `path` and pair every image with its mask and split."""
+    """Detect the layout under `path` and pair every image with its mask and split.
+
+    `require_images=False` (seglab inspect) accepts a CVAT export made without images: each
+    sample's mask then stands in for its image, so the masks can still be counted."""
     if missing_masks not in ("error", "background", "skip"):
         raise DatasetError(f"data.missing_masks={missing_masks!r}: use error, background or skip")
     notes: list[str] = []
@@ -100,7 +104,9 @@ def read_export(
     subset_map = dict(subset_map or {})
     if _is_cvat(root):
         layout = "cvat"
-        items = _cvat_items(root, Path(images_dir) if images_dir else None, subset_map, notes)
+        items = _cvat_items(
+            root, Path(images_dir) if images_dir else None, subset_map, notes, require_images
+        )
     else:
         layout = "split" if colour_labels else "index"
         items = _folder_items(root, subset_map, notes)
@@ -135,7 +141,11 @@ def _is_cvat(root: Path) -> bool:
 
 
 def _cvat_items(
-    root: Path, images_dir: Path | None, subset_map: Mapping[str, str], notes: list[str]
+    root: Path,
+    images_dir: Path | None,
+    subset_map: Mapping[str, str],
+    notes: list[str],
+    require_images: bool = True,
 ) -> list[_Item]:
     sets_dir = root / "ImageSets" / "Segmentation"
     subset_files = sorted(sets_dir.glob("*.txt")) if sets_dir.is_dir() else []
@@ -145,14 +155,22 @@ def _cvat_items(
             "'Segmentation Mask 1.1' export?"
         )
     image_root = images_dir or root / "JPEGImages"
-    if not image_root.is_dir():
-        raise DatasetError(
-            f"{image_root}: image folder not found. The export was probably made without images: "
-            "re-export with 'Save images', or set data.images_dir to the folder of original images"
-        )
-    images = _index_files(image_root, IMAGE_EXTENSIONS)
     mask_root = root / "SegmentationClass"
     masks = _index_files(mask_root, (".png",)) if mask_root.is_dir() else {}
+    fix = "re-export with 'Save images', or set data.images_dir to the folder of original images"
+    without_images = (
+        f"{image_root}: image folder not found. The export was probably made without images: "
+    )
+    if image_root.is_dir():
+        images = _index_files(image_root, IMAGE_EXTENSIONS)
+    elif require_images:
+        raise DatasetError(without_images + fix)
+    else:  # annotations only: the masks stand in for the images, to be counted
+        notes.append(
+            f"{image_root}: no images (an export made without images); the statistics come from "
+            f"the masks alone. Training needs the images: {fix}"
+        )
+        images, image_root = masks, mask_root
 
     items: list[_Item] = []
     subset_of: dict[str, str] = {}

@@ -132,7 +132,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         say(f"input: left out {len(inputs.left_out)} hidden or non-image file(s) ({kinds})")
 
     # The zip replaces an earlier one only once complete: a failed run leaves that one whole.
-    cvat = cvat_zip(output, info) if cfg.format == "cvat" else None
+    cvat = cvat_zip(output, info, int(cfg.cvat_min_area)) if cfg.format == "cvat" else None
     report = Report()
 
     def save(path: Path, image: np.ndarray, predicted: np.ndarray, logits: torch.Tensor) -> None:
@@ -173,6 +173,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if cvat is not None:
         summary["cvat_export"] = str(cvat.path)
+        summary["cvat_dropped_regions"] = cvat.report.dropped
+        summary["cvat_merged_regions"] = cvat.report.merged
+        if cvat.report.dropped:
+            say(
+                f"cvat export: left out {cvat.report.dropped} region(s) under "
+                f"cvat_min_area={cfg.cvat_min_area} px (cvat_min_area=0 keeps them)"
+            )
+        if cvat.report.merged:
+            say(
+                f"cvat export: {cvat.report.merged} small region(s) share one instance per "
+                "class (CVAT takes at most 255 instances per image); every class pixel is kept"
+            )
     if scoring is not None:
         summary["metrics"] = scoring.finish(output)
     return summary

@@ -63,9 +63,10 @@ class MaskWriter:
             self._folders.add(folder)
 
 
-def cvat_zip(output: Path, info: ModelInfo) -> CvatWriter:
-    """The writer of `output/cvat_export.zip`, which replaces an earlier one only once complete."""
-    return CvatWriter(output / CVAT_ZIP, info.seg_classes, replace=True)
+def cvat_zip(output: Path, info: ModelInfo, min_area: int = 0) -> CvatWriter:
+    """The writer of `output/cvat_export.zip`, which replaces an earlier one only once complete;
+    regions under `min_area` pixels are left out of it."""
+    return CvatWriter(output / CVAT_ZIP, info.seg_classes, replace=True, min_area=min_area)
 
 
 def _imwrite(path: Path, array: np.ndarray) -> None:
