@@ -104,3 +104,18 @@ def test_equal_budget(tiny_export: Path, tmp_path: Path):
     seglab = result["seglab"]
     assert abs(seglab["mIoU"] - seglab["train_py_test_mIoU"]) < 1e-4
     assert "ratio seglab / plain" in done.stdout
+
+
+def test_ranking(trained_run: dict, tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ranking.py"), "--ckpt",
+         trained_run["metrics"]["best_ckpt"], "--data", str(trained_run["export"]),
+         "--subset", "val", "--output", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["frames"] == 3
+    assert set(result["spearman"]) <= {"margin", "entropy", "disagreement"}  # NaN ones left out
+    assert all(-1 <= rho <= 1 for rho in result["spearman"].values())
+    assert "| score | Spearman vs mIoU |" in done.stdout

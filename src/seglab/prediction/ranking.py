@@ -129,8 +129,9 @@ def correlations(rows: list[FrameScores]) -> dict[str, float]:
     for score in SCORES:
         values = [getattr(r, score) for r in labelled]
         if len(labelled) >= 3 and None not in values:
-            rho = spearmanr(values, [r.miou for r in labelled]).statistic
-            result[score] = float(rho)
+            rho = float(spearmanr(values, [r.miou for r in labelled]).statistic)
+            if not math.isnan(rho):  # NaN when either side is constant
+                result[score] = rho
     return result
 
 
