@@ -94,3 +94,35 @@ def test_rank_errors_are_one_line(trained_run: dict, tmp_path: Path):
     assert result.returncode == 2 and "score='loss'" in result.stderr
     result = _rank([f"ckpt={ckpt}", f"input={frames}", f"copy_to={tmp_path}"])
     assert result.returncode == 2 and "give top=N too" in result.stderr
+
+
+def test_readme_rank_command_runs_as_printed(trained_run: dict, tmp_path: Path):
+    """README → What to label next: the command as printed, with its placeholders made real."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### What to label next", 1)[1].split("```bash\n", 1)[1]
+    (command,) = [line for line in section.split("```")[0].splitlines() if line.strip()]
+    assert command.startswith("seglab rank ")
+    frames = tmp_path / "data" / "task_18" / "frames"
+    frames.mkdir(parents=True)
+    for src in sorted((trained_run["export"] / "JPEGImages").iterdir()):
+        (frames / src.name).write_bytes(src.read_bytes())
+    args = (
+        command.replace("best.ckpt", str(trained_run["metrics"]["best_ckpt"]))
+        .replace("/data/", f"{tmp_path}/data/")
+        .split()[2:]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "seglab.cli", "rank", *args, "progress=false"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((tmp_path / "ranking.csv").open()))  # output= defaults to here
+    assert len(rows) == len(list(frames.iterdir()))
+    top = (tmp_path / "ranking_top50.txt").read_text().split()
+    assert len(top) == len(rows)  # fewer frames than top=50: all of them, in rank order
+    assert sorted(p.name for p in (tmp_path / "data" / "task_18" / "next").iterdir()) == sorted(
+        p.name for p in frames.iterdir()
+    )
