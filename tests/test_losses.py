@@ -25,6 +25,8 @@ IGNORE = 255
 
 def build(name: str, *overrides: str) -> torch.nn.Module:
     cfg = compose_train([f"loss={name}", *overrides])
+    if isinstance(cfg.loss.get("class_weights"), str):  # a method: training counts the pixels
+        cfg.loss.class_weights = None
     return build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
 
 

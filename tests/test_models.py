@@ -80,7 +80,7 @@ def test_param_groups_split_the_lr_and_spare_norms_and_biases_from_decay():
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
 def test_module_builds_each_optimizer_with_named_groups(optimizer: str):
     cfg = compose_train([f"optimizer={optimizer}", "optimizer.encoder_lr_mult=0.5",
-                         "scheduler=none", "model.encoder_name=resnet18",
+                         "scheduler=none", "loss.class_weights=null", "model.encoder_name=resnet18",
                          "model.encoder_weights=null"])  # fmt: skip
     module = SegmentationModule(
         model=dict(cfg.model), loss=dict(cfg.loss), optimizer=dict(cfg.optimizer),

@@ -76,7 +76,8 @@ def check_model(config: Any, key: str = "model") -> dict[str, Any]:
         **_parameters(smp.MODEL_ARCHITECTURES_MAPPING[arch.lower()], skip=_NOT_MODEL_OPTIONS),
         **TIMM_OPTIONS,
     }
-    rest = {k: v for k, v in config.items() if k != "arch"}
+    # init_from names weights to start from (training.build loads them), not the network.
+    rest = {k: v for k, v in config.items() if k not in ("arch", "init_from")}
     checked = {"arch": arch, **check_options(rest, key, options, f"architecture {arch!r}")}
     encoder = checked.get("encoder_name", options["encoder_name"])
     if type(encoder) is not str:
