@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from seglab.metrics import image_miou
 from seglab.prediction import load_predictor
-from seglab.prediction.ranking import image_miou, uncertainty
+from seglab.prediction.ranking import uncertainty
 from tests.helpers import ROOT
 
 

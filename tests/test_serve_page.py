@@ -9,38 +9,26 @@ also saves the page as FOLDER/serve_page.png (the README's picture).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from seglab.prediction import load_predictor
+from tests.browser import MISSING, REQUIRED, browser_available, chromium, severe_messages
 from tests.serving import running_server
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER) and os.environ.get("SEGLAB_REQUIRE_BROWSER") != "1":
-    pytest.skip("Debian's chromium and chromium-driver are not installed", allow_module_level=True)
-
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+if not browser_available() and not REQUIRED:
+    pytest.skip(MISSING, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1200,800"):  # fmt: skip
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    with chromium() as driver:
+        yield driver
 
 
 def wait_for_state(driver, state: str, seconds: float = 60) -> None:
@@ -100,7 +88,7 @@ def test_upload_through_the_page_shows_the_overlay_and_legend(
         links = [browser.find_element(By.ID, f"download-{k}") for k in ("index", "color")]
         assert all(a.get_attribute("href").startswith("data:image/png;base64,") for a in links)
         assert links[0].get_attribute("download") == "upload_index.png"
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        errors = severe_messages(browser)
         assert not errors, errors
         if os.environ.get("SEGLAB_SCREENSHOTS"):
             browser.execute_script(

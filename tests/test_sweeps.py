@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.browser import chromium, severe_messages
 from tests.helpers import ROOT, TINY
 
 FAST = [*TINY, "model.encoder_weights=null", "trainer.max_epochs=1", "test=false"]
@@ -27,9 +31,16 @@ def summary(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_multirun_goes_on_past_a_failed_job_and_summarises(tiny_export: Path, tmp_path: Path):
-    # pan refuses 64 px inputs at start-up: a real failure in the middle of a sweep.
-    result = sweep(tiny_export, tmp_path, "-m", "model=pan,unet", "logger=wandb")
+@pytest.fixture(scope="module")
+def failed_and_ok_sweep(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory):
+    """pan refuses 64 px inputs at start-up: a real failure in the middle of a sweep."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    result = sweep(tiny_export, sweep_dir, "-m", "model=pan,unet", "logger=wandb")
+    return sweep_dir, result
+
+
+def test_multirun_goes_on_past_a_failed_job_and_summarises(failed_and_ok_sweep):
+    tmp_path, result = failed_and_ok_sweep
     rows = summary(tmp_path)
     assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [
         ("0", "failed", "model=pan"),
@@ -42,6 +53,30 @@ def test_multirun_goes_on_past_a_failed_job_and_summarises(tiny_export: Path, tm
     # The W&B run is grouped by sweep (the failed job stopped before W&B started).
     (history,) = (tmp_path / "1" / "wandb").glob("offline-run-*/*.wandb")
     assert f"train-{tmp_path.parent.name}-{tmp_path.name}".encode() in history.read_bytes()
+
+
+def test_sweep_report_shows_every_job_in_a_browser(failed_and_ok_sweep):
+    """sweep_report.html, opened in Chromium: a row per job, the finished job linked to its
+    own report, the failed one listed with its error, the swept value charted, no error."""
+    sweep_dir, result = failed_and_ok_sweep
+    assert f"sweep report:  {sweep_dir / 'sweep_report.html'}" in result.stdout
+    assert (sweep_dir / "1" / "report.html").is_file()
+    with chromium() as driver:
+        driver.get((sweep_dir / "sweep_report.html").as_uri())
+        rows = driver.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+        assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == ["failed", "ok"]
+        link = rows[1].find_element(By.TAG_NAME, "a")
+        assert link.get_attribute("href") == (sweep_dir / "1" / "report.html").as_uri()
+        failure = driver.find_element(By.ID, "failures").text
+        assert "model=pan" in failure and "needs inputs of at least 128x128" in failure
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#parameters svg circle")) == 1
+        # Sorting by val/mIoU descending puts the finished job first, the n/a last.
+        header = driver.find_element(By.XPATH, "//table[@id='jobs']//th[text()='val/mIoU']")
+        header.click()
+        header.click()
+        first = driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr td").text
+        assert first == "1"
+        assert not severe_messages(driver)
 
 
 def test_optuna_search_runs_trials_and_reports_the_best(tiny_export: Path, tmp_path: Path):

@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "[top=N] [copy_to=DIR] [labels=EXPORT] and predict.py's keys (mode=, tta=, ...)",
     )  # fmt: skip
 
+    report = commands.add_parser(
+        "report", help="(re)draw report.html of a run directory, or sweep_report.html of a sweep"
+    )
+    report.add_argument("path", help="a run directory (train.py's) or a multirun's sweep directory")
+
     cache = commands.add_parser(
         "cache", help="list the unpacked .zip datasets in $SEGLAB_CACHE with sizes, or clear them"
     )
@@ -85,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cache(args.action)
     if args.command == "rank":
         return _rank(args.options)
+    if args.command == "report":
+        return _report(args.path)
     if args.command == "serve":
         from seglab.serving.server import serve
 
@@ -142,6 +149,34 @@ def _rank(options: list[str]) -> int:
     except HydraException as err:
         raise ConfigError(f"seglab rank: {str(err).splitlines()[0]}") from None
     run_rank(cfg)
+    return 0
+
+
+def _report(path: str) -> int:
+    """`seglab report DIR`: a run directory gets report.html; a folder of job directories (a
+    multirun) gets sweep_report.html, and each finished job its report.html where it lacks one."""
+    from pathlib import Path
+
+    from seglab.errors import MissingFileError
+    from seglab.report import write_run_report, write_sweep_report
+    from seglab.report.sweep_report import collect_jobs
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise MissingFileError(f"{folder}: no such directory; give a run or sweep directory")
+    if (folder / "metrics.json").is_file():
+        print(f"Wrote {write_run_report(folder)}")
+        return 0
+    jobs = collect_jobs(folder)
+    if not jobs:
+        raise MissingFileError(
+            f"{folder}: neither a run directory (no metrics.json) nor a sweep directory (no "
+            "<job>/.hydra/overrides.yaml); give the folder train.py printed"
+        )
+    for job in jobs:
+        if job["status"] == "ok" and not (job["dir"] / "report.html").is_file():
+            write_run_report(job["dir"])
+    print(f"Wrote {write_sweep_report(folder)}")
     return 0
 
 

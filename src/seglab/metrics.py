@@ -52,6 +52,26 @@ def metrics_from_confusion(confusion: torch.Tensor, class_names: Sequence[str]) 
     return out
 
 
+def confusion_update(
+    confusion: np.ndarray, target: np.ndarray, predicted: np.ndarray, ignore_index: int
+) -> None:
+    """Add one image's pixels to `confusion[true, predicted]`; ignored pixels do not count."""
+    n = confusion.shape[0]
+    valid = target != ignore_index
+    pairs = target[valid].astype(np.int64) * n + predicted[valid]
+    confusion += np.bincount(pairs, minlength=n * n).reshape(n, n)
+
+
+def image_miou(target: np.ndarray, predicted: np.ndarray, num_classes: int, ignore: int) -> float:
+    """mIoU of one image over the classes present in its truth or its prediction."""
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    confusion_update(confusion, target, predicted, ignore)
+    intersection = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    present = union > 0
+    return float((intersection[present] / union[present]).mean()) if present.any() else math.nan
+
+
 def _nanmean(values: torch.Tensor) -> float:
     valid = ~values.isnan()
     return values[valid].mean().item() if valid.any() else math.nan

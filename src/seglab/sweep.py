@@ -20,12 +20,11 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from seglab.atomic import atomic_write_text
+from seglab.report.sweep_report import SUMMARY_METRICS, collect_jobs, write_sweep_report
 from seglab.training import run
-
-SUMMARY_METRICS = ("val/mIoU", "val/mDice", "val/pixel_acc", "val/loss", "test/mIoU")
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -35,14 +34,16 @@ def run_job(cfg: DictConfig) -> float | None:
         _group_wandb_by_sweep(cfg)
     try:
         metrics = run(cfg)
-    except Exception:
+    except Exception as err:
         _finish_wandb(exit_code=1)
         if not multirun:
             raise
         run_dir = Path(cfg.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "error.txt", traceback.format_exc())
-        failed = json.dumps({"status": "failed"}, indent=2) + "\n"
+        # The exception's first line, for sweep_report.html's list of failed jobs.
+        error = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+        failed = json.dumps({"status": "failed", "error": error}, indent=2) + "\n"
         atomic_write_text(run_dir / "metrics.json", failed)
         print(f"[seglab] job failed; the sweep goes on. Traceback:\n{traceback.format_exc()}",
               file=sys.stderr)  # fmt: skip
@@ -63,31 +64,25 @@ class SweepSummary(Callback):
         with path.open(encoding="utf-8") as f:
             failed = [row["job"] for row in csv.DictReader(f) if row["status"] != "ok"]
         print(f"[seglab] sweep summary: {path}")
+        report = write_sweep_report(sweep_dir)
+        if report is not None:
+            print(f"[seglab] sweep report:  {report}")
         if failed:
             print(f"[seglab] {len(failed)} job(s) failed: {', '.join(failed)} "
                   f"(traceback in {sweep_dir}/<job>/error.txt)")  # fmt: skip
 
 
 def write_sweep_summary(sweep_dir: Path) -> Path | None:
-    """One row per job directory (`<n>/.hydra/overrides.yaml`), in job order, with the
-    overrides that tell the jobs apart (those common to all are in every job's config)."""
-    jobs = sorted(
-        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
-        key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name),
-    )
+    """One row per job directory, in job order, with the overrides that tell the jobs apart
+    (`seglab.report.sweep_report.collect_jobs`), its status, final metrics and checkpoint."""
+    jobs = collect_jobs(sweep_dir)
     if not jobs:
         return None
-    overrides = {job: list(OmegaConf.load(job / ".hydra" / "overrides.yaml")) for job in jobs}
-    shared = set.intersection(*(set(o) for o in overrides.values()))
     rows = []
     for job in jobs:
-        metrics_file = job / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        status = metrics.get("status") or ("ok" if "val/mIoU" in metrics else "incomplete")
-        varying = [o for o in overrides[job] if o not in shared or len(jobs) == 1]
-        row = {"job": job.name, "status": status, "overrides": " ".join(varying)}
-        row.update({name: metrics.get(name) for name in SUMMARY_METRICS})
-        row["best_ckpt"] = metrics.get("best_ckpt")
+        row = {"job": job["job"], "status": job["status"], "overrides": job["overrides"]}
+        row.update({name: job["metrics"].get(name) for name in SUMMARY_METRICS})
+        row["best_ckpt"] = job["metrics"].get("best_ckpt")
         rows.append(row)
     path = sweep_dir / "sweep_summary.csv"
     with path.open("w", newline="", encoding="utf-8") as f:

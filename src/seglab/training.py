@@ -26,6 +26,8 @@ from seglab.data.errors import DatasetError
 from seglab.metrics import format_table
 from seglab.models.init_from import init_from_checkpoint
 from seglab.models.module import SegmentationModule
+from seglab.report import write_run_report
+from seglab.report.facts import write_run_facts
 
 # With a time budget, validation may take at most this share of the training time.
 VALIDATION_SHARE = 0.1
@@ -101,7 +103,9 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, validate the best checkpoint, test it if there is a test split; write metrics.json."""
+    """Fit, validate the best checkpoint, test it if there is a test split; write metrics.json,
+    run.json and report.html."""
+    run_started = time.perf_counter()
     experiment = build(cfg)
     datamodule, module, trainer = experiment.datamodule, experiment.module, experiment.trainer
     callbacks, ckpt_path = experiment.callbacks, experiment.ckpt_path
@@ -147,11 +151,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if f"{stage}/mIoU" in metrics:
                 print(f"\n{stage} metrics ({best_ckpt or 'last weights'}):")
                 print(format_table(_nan_for_none(metrics), names, prefix=f"{stage}/"))
+        train = {k.split("/")[1]: v for k, v in metrics.items() if k.startswith("train/")}
+        write_run_facts(run_dir, cfg, datamodule, dict(module.hparams), train,
+                        time.perf_counter() - run_started)  # fmt: skip
+        report = _write_report(run_dir) if cfg.get("report", True) else None
         print(f"\nRun directory:   {run_dir.resolve()}")
         print(f"Best checkpoint: {metrics['best_ckpt']}")
+        if report:
+            print(f"Report:          {report.resolve()}")
         if metrics["best_ckpt"]:
             print(f"Predict with:    python predict.py ckpt={metrics['best_ckpt']} input=<images>")
     return metrics
+
+
+def _write_report(run_dir: Path) -> Path | None:
+    """report.html; a failure to draw it is reported, not raised: the trained checkpoint and
+    metrics.json are already written, and `seglab report RUN_DIR` can try again."""
+    try:
+        return write_run_report(run_dir)
+    except Exception as err:
+        say(f"report.html was not written ({type(err).__name__}: {err}); "
+            f"retry with: seglab report {run_dir}")  # fmt: skip
+        return None
 
 
 def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str, Any]:

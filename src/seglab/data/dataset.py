@@ -83,7 +83,8 @@ class SegmentationDataset(Dataset):
         return image, mask
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        """uint8 image (3, H, W) and the mask in its decoded dtype: 8x fewer bytes between
-        processes than int64; the module converts both on the device."""
+        """uint8 image (3, H, W), the mask in its decoded dtype (8x fewer bytes between
+        processes than int64; the module converts both on the device), and the sample's
+        index, which names the image in per-image results (the report's gallery)."""
         image, mask = self.load(i)
-        return dict(self.transform(image=image, mask=mask))
+        return {**self.transform(image=image, mask=mask), "index": torch.tensor(i)}

@@ -104,9 +104,12 @@ class EvalCollate:
         for i, sample in enumerate(samples):
             mask = sample["mask"]
             masks[i, : mask.shape[0], : mask.shape[1]] = mask
-        return {
+        batch = {
             "image": torch.stack([s["image"] for s in samples]),
             "mask": masks,
             "size": torch.stack([s["size"] for s in samples]),
             "fitted": torch.stack([s["fitted"] for s in samples]),
         }
+        if "index" in samples[0]:  # SegmentationDataset's samples name their image by it
+            batch["index"] = torch.stack([s["index"] for s in samples])
+        return batch

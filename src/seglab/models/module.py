@@ -95,11 +95,15 @@ class SegmentationModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate_step(batch, self.val_confusion, "val")
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, list[torch.Tensor]]:
+        return self._evaluate_step(batch, self.val_confusion, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate_step(batch, self.test_confusion, "test")
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, list[torch.Tensor]]:
+        return self._evaluate_step(batch, self.test_confusion, "test")
 
     def confusion_matrix(self, stage: str) -> torch.Tensor:
         """The `val` or `test` epoch's confusion matrix (rows true, columns predicted), summed
@@ -122,20 +126,25 @@ class SegmentationModule(L.LightningModule):
 
     def _evaluate_step(
         self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix, stage: str
-    ) -> None:
+    ) -> dict[str, list[torch.Tensor]]:
         """Metrics at each image's own resolution: the logits of its fitted region are resized
         back to the image's size before the argmax (`restore_logits`, as predict.py does), and
-        compared with the untouched mask."""
+        compared with the untouched mask.
+
+        Returns each image's class-index prediction at its own size, which Lightning hands to
+        the callbacks' `on_*_batch_end` (the report's per-image scores read them there)."""
         logits = self(batch["image"])
         sizes, fitted = batch["size"].tolist(), batch["fitted"].tolist()
-        losses = []
+        losses, predictions = [], []
         for i, (size, region) in enumerate(zip(sizes, fitted, strict=True)):
             restored = restore_logits(logits[i], region, size)[None]
             target = batch["mask"][i : i + 1, : size[0], : size[1]]
             losses.append(self._loss(restored, target))
-            confusion.update(restored.argmax(dim=1), target)
+            predictions.append(restored.argmax(dim=1)[0])
+            confusion.update(predictions[-1][None], target)
         loss = torch.stack(losses).mean()
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(sizes))
+        return {"predictions": predictions}
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss in float32 even under 16-mixed/bf16-mixed: softmax sums in Dice, Lovász's

@@ -32,8 +32,9 @@ from scipy.stats import spearmanr
 from seglab.atomic import atomic_write_text
 from seglab.console import say
 from seglab.errors import ConfigError
+from seglab.metrics import image_miou
 from seglab.prediction.predictor import Predictor, to_labels
-from seglab.prediction.scoring import LabelFiles, confusion_update
+from seglab.prediction.scoring import LabelFiles
 
 SCORES = ("margin", "entropy", "disagreement")
 
@@ -66,16 +67,6 @@ def flip_disagreement(
     mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in images]
     flipped = predictor.labels(mirrored)
     return [float((f[:, ::-1] != lb).mean()) for f, lb in zip(flipped, labels, strict=True)]
-
-
-def image_miou(target: np.ndarray, predicted: np.ndarray, num_classes: int, ignore: int) -> float:
-    """mIoU of one image over the classes present in its truth or its prediction."""
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    confusion_update(confusion, target, predicted, ignore)
-    intersection = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    present = union > 0
-    return float((intersection[present] / union[present]).mean()) if present.any() else math.nan
 
 
 def score_frames(

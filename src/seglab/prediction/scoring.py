@@ -20,7 +20,12 @@ from seglab.data.errors import DatasetError
 from seglab.data.labelmap import parse_labelmap
 from seglab.data.masks import MaskDecoder
 from seglab.errors import MissingFileError
-from seglab.metrics import format_table, metrics_from_confusion, write_confusion
+from seglab.metrics import (
+    confusion_update,
+    format_table,
+    metrics_from_confusion,
+    write_confusion,
+)
 from seglab.prediction.info import ModelInfo
 
 
@@ -72,16 +77,6 @@ class LabelFiles:
                 f"{shape[1]}x{shape[0]} (WxH); labels must be the masks of these very images"
             )
         return mask
-
-
-def confusion_update(
-    confusion: np.ndarray, target: np.ndarray, predicted: np.ndarray, ignore_index: int
-) -> None:
-    """Add one image's pixels to `confusion[true, predicted]`; ignored pixels do not count."""
-    n = confusion.shape[0]
-    valid = target != ignore_index
-    pairs = target[valid].astype(np.int64) * n + predicted[valid]
-    confusion += np.bincount(pairs, minlength=n * n).reshape(n, n)
 
 
 class Scoring:
