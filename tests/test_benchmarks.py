@@ -119,3 +119,17 @@ def test_ranking(trained_run: dict, tmp_path: Path):
     assert set(result["spearman"]) <= {"margin", "entropy", "disagreement"}  # NaN ones left out
     assert all(-1 <= rho <= 1 for rho in result["spearman"].values())
     assert "| score | Spearman vs mIoU |" in done.stdout
+
+
+def test_report_overhead(tmp_path: Path):
+    output = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "report_overhead.py"), "--quick",
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert [row["path"] for row in result["rows"]] == ["no report", "report"]
+    assert all(row["median_s"] > 0 for row in result["rows"]) and result["redraw_ms"] > 0
+    assert "| report |" in done.stdout and "write_run_report alone" in done.stdout
