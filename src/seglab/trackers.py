@@ -2,9 +2,10 @@
 `logger=mlflow`, combinable with csv and wandb).
 
 Everything tracker-specific lives here, so `training.run` only hands over the files a run is
-judged and reused by (`log_run_files`) and `sweep.run_job` only names the sweep
-(`tag_mlflow_sweep`). Neither imports mlflow or tensorboard: a run without those loggers does
-not need either package installed.
+judged and reused by (`log_run_files`), `sweep.run_job` only names the sweep
+(`tag_mlflow_sweep`), and conf/train.yaml registers `PrepareMLflowStore` for multiruns. mlflow
+and tensorboard are imported only when those loggers are used: `seglab[mlflow]` and
+`seglab[tensorboard]` are optional.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
@@ -22,7 +24,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 
-def new_params(seen: dict[str, str], params: dict[str, Any] | Namespace) -> dict[str, Any]:
+def _new_params(seen: dict[str, str], params: dict[str, Any] | Namespace) -> dict[str, Any]:
     """The flattened `params` (`model/arch`) not logged before; they join `seen`.
 
     `build` logs the resolved config first; Lightning then logs the module's hyper-parameters at
@@ -41,7 +43,7 @@ def new_params(seen: dict[str, str], params: dict[str, Any] | Namespace) -> dict
 
 
 class MLFlowLogger(_LightningMLFlowLogger):
-    """Lightning's MLflow logger, logging each parameter once (see `new_params`)."""
+    """Lightning's MLflow logger, logging each parameter once (see `_new_params`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,7 +51,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
-        new = new_params(self._seen_params, params)
+        new = _new_params(self._seen_params, params)
         if new:
             super().log_hyperparams(new)
 
@@ -126,3 +128,25 @@ def tag_mlflow_sweep(cfg: DictConfig, sweep_name: str, job_num: int) -> None:
         mlflow_cfg.tags = {**(mlflow_cfg.get("tags") or {}), "sweep": sweep_name}
         if not mlflow_cfg.get("run_name"):
             mlflow_cfg.run_name = f"{sweep_name}/{job_num}"
+
+
+class PrepareMLflowStore(Callback):
+    """Creates the MLflow store's tables and experiment before a multirun's jobs start.
+
+    Jobs that start at once (submitit, locally or on SLURM) would otherwise each find an empty
+    SQLite file or no experiment, and race to create them: one wins, the others fail. Done once
+    here, in the process that launches the sweep, every job finds both. Registered under
+    `hydra.callbacks` in conf/train.yaml; without `logger=mlflow` it does nothing.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mlflow_cfg = (config.get("logger") or {}).get("mlflow")
+        if mlflow_cfg is None:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient(mlflow_cfg.tracking_uri)
+        if client.get_experiment_by_name(mlflow_cfg.experiment_name) is None:
+            client.create_experiment(
+                mlflow_cfg.experiment_name, artifact_location=mlflow_cfg.get("artifact_location")
+            )
