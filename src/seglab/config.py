@@ -67,15 +67,13 @@ def _workers(value: Any) -> str | None:
 
 
 def _tracking_uri(value: Any) -> str | None:
-    """An MLflow store: MLflow reads a bare path as its deprecated file store, and a SQLite file
-    in a missing folder fails only after the data is read and the model built."""
+    """An MLflow store: a bare path would be MLflow's legacy file store (which MLflow 3.18
+    refuses unless MLFLOW_ALLOW_FILE_STORE=true), and a SQLite file in a missing folder fails
+    only after the data is read and the model built."""
     if not isinstance(value, str) or not (
         re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", value) or value.startswith("databricks")
     ):
-        return (
-            "expected a URI such as sqlite:///mlflow.db, http://host:5000 or "
-            f"file:///path/to/mlruns, found {value!r}"
-        )
+        return f"expected a URI such as sqlite:///mlflow.db or http://host:5000, found {value!r}"
     if value.startswith("sqlite:///"):
         folder = Path(value.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
