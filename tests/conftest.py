@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from tests.helpers import TINY, compose_train
 # Nothing in the tests may need a network or a login.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nor write an MLflow store into the repository (logger=mlflow's default is ./mlflow.db).
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ instead of minutes later deep inside the optimizer or the data loader."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,21 @@ def _workers(value: Any) -> str | None:
     return None if value == "auto" else _number(0, integer=True)(value)
 
 
+def _tracking_uri(value: Any) -> str | None:
+    """An MLflow store: a bare path would be MLflow's legacy file store (which MLflow 3.18
+    refuses unless MLFLOW_ALLOW_FILE_STORE=true), and a SQLite file in a missing folder fails
+    only after the data is read and the model built."""
+    if not isinstance(value, str) or not (
+        re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", value) or value.startswith("databricks")
+    ):
+        return f"expected a URI such as sqlite:///mlflow.db or http://host:5000, found {value!r}"
+    if value.startswith("sqlite:///"):
+        folder = Path(value.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            return f"no such folder {folder} for the SQLite file {value!r}; create it first"
+    return None
+
+
 def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return lambda value: None if value is None else check(value)
 
@@ -91,6 +107,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "trainer.accumulate_grad_batches": _number(1, integer=True),
     "trainer.gradient_clip_val": _optional(_number(0.0, low_open=True)),
     "callbacks.early_stopping.patience": _number(0, integer=True),
+    "logger.mlflow.tracking_uri": _tracking_uri,
 }
 
 

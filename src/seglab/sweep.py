@@ -24,6 +24,7 @@ from omegaconf import DictConfig, open_dict
 
 from seglab.atomic import atomic_write_text
 from seglab.report.sweep_report import SUMMARY_METRICS, collect_jobs, write_sweep_report
+from seglab.trackers import tag_mlflow_sweep
 from seglab.training import run
 
 
@@ -32,6 +33,7 @@ def run_job(cfg: DictConfig) -> float | None:
     multirun = _in_multirun()
     if multirun:
         _group_wandb_by_sweep(cfg)
+        tag_mlflow_sweep(cfg, _sweep_name(cfg), HydraConfig.get().job.num)
     try:
         metrics = run(cfg)
     except Exception as err:
@@ -96,13 +98,18 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _sweep_name(cfg: DictConfig) -> str:
+    """`<task>-<date>-<time>`, from the sweep directory: what a tracker groups a sweep's jobs by."""
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"{cfg.task_name}-{sweep_dir.parent.name}-{sweep_dir.name}"
+
+
 def _group_wandb_by_sweep(cfg: DictConfig) -> None:
     """One W&B group per sweep (its directory name), unless the user named one."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is not None and not wandb_cfg.get("group"):
         with open_dict(cfg):
-            sweep_dir = Path(HydraConfig.get().sweep.dir)
-            wandb_cfg.group = f"{cfg.task_name}-{sweep_dir.parent.name}-{sweep_dir.name}"
+            wandb_cfg.group = _sweep_name(cfg)
 
 
 def _finish_wandb(exit_code: int) -> None:

@@ -28,6 +28,7 @@ from seglab.models.init_from import init_from_checkpoint
 from seglab.models.module import SegmentationModule
 from seglab.report import write_run_report
 from seglab.report.facts import write_run_facts
+from seglab.trackers import log_run_files
 
 # With a time budget, validation may take at most this share of the training time.
 VALIDATION_SHARE = 0.1
@@ -161,6 +162,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             print(f"Report:          {report.resolve()}")
         if metrics["best_ckpt"]:
             print(f"Predict with:    python predict.py ckpt={metrics['best_ckpt']} input=<images>")
+        confusion = [run_dir / f"confusion_{stage}.png" for stage in ("val", "test")]
+        run_files = [metrics["best_ckpt"], run_dir / "metrics.json", run_dir / "report.html"]
+        log_run_files(trainer.loggers, [*run_files, *confusion])  # MLflow artifacts
     return metrics
 
 

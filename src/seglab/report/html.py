@@ -28,7 +28,8 @@ table.sortable th:hover { color: #1864ab; }
           margin-right: 6px; vertical-align: -1px; }
 img.wide { max-width: 100%; height: auto; border: 1px solid #e6e9ed; }
 figure { margin: 0 0 12px; }
-.gallery figure { flex: 0 1 560px; } .gallery img { width: 100%; height: auto; } figcaption { font-size: 13px; color: #5b6670; }
+.gallery figure { flex: 0 1 560px; } .gallery img { width: 100%; height: auto; }
+figcaption { font-size: 13px; color: #5b6670; }
 .failed { color: #c92a2a; } .ok { color: #2b8a3e; }
 details summary { cursor: pointer; color: #1864ab; } pre { background: #f8f9fa; padding: 8px;
   overflow-x: auto; font-size: 12px; }

@@ -206,7 +206,9 @@ def _gallery(run_dir: Path) -> str:
     for kind in ("worst", "best"):
         chosen = [e for e in entries if e["kind"] == kind]
         if chosen:
-            parts.append(f'<h3>{kind.capitalize()}</h3><div class="row gallery" id="gallery-{kind}">')
+            parts.append(
+                f'<h3>{kind.capitalize()}</h3><div class="row gallery" id="gallery-{kind}">'
+            )
             for e in chosen:
                 tag = image_tag(run_dir / GALLERY_DIR / e["file"], e["image"])
                 caption = f"{escape(e['image'])}: mIoU {number(e['mIoU'], 3)}"
