@@ -248,3 +248,22 @@ def test_a_depth_the_reader_cannot_map_is_refused_by_name(tmp_path: Path):
     assert done.returncode != 0
     assert f"{bad}: image of 32-bit floating-point samples" in output
     assert "Traceback" not in output
+
+
+def test_libtiff_warnings_about_private_tags_are_not_printed(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+):
+    """Microscope TIFFs carry private tags: libtiff warns about each at every read (3 lines
+    per BBBC039 image and epoch). The reader silences them and restores OpenCV's log level."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[65000], tags.tagtype[65000] = "private", 2
+    path = tmp_path / "tagged.tif"
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(path, tiffinfo=tags)
+    cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert "Unknown field with tag 65000" in capfd.readouterr().err  # what OpenCV prints
+    level = cv2.utils.logging.getLogLevel()
+    assert read_image(path).shape == (8, 8, 3)
+    assert "TIFF_Warning" not in capfd.readouterr().err
+    assert cv2.utils.logging.getLogLevel() == level

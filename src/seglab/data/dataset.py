@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -37,7 +39,8 @@ def decode_image(data: bytes, name: str | Path, intensity: Intensity | None = No
     rule the model was trained with. Other depths (32-bit float or integer, signed) raise a
     DatasetError naming the file."""
     buffer = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR) if data else None
+    with _quiet_libtiff(data[:4] in TIFF_MAGIC):
+        image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR) if data else None
     if image is None:
         raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if data else None
         if raw is not None:  # OpenCV reads it, but not as colour: a 32-bit float/integer TIFF
@@ -45,6 +48,34 @@ def decode_image(data: bytes, name: str | Path, intensity: Intensity | None = No
         raise DatasetError(f"{name}: cannot read image (missing, corrupt or unsupported format)")
     image = (intensity or AUTO).apply(image, name)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_quiet = {"count": 0, "saved": 0}
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def _quiet_libtiff(active: bool) -> Iterator[None]:
+    """OpenCV's log level at ERROR while a TIFF decodes: libtiff warns about every private tag
+    of microscope and scanner TIFFs (3 lines per read of each BBBC039 image, every epoch),
+    and the files decode correctly. Counted, so that concurrent decodes (the server's threads)
+    restore the level the last one found."""
+    if not active:
+        yield
+        return
+    with _quiet_lock:
+        if _quiet["count"] == 0:
+            _quiet["saved"] = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        _quiet["count"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["count"] -= 1
+            if _quiet["count"] == 0:
+                cv2.utils.logging.setLogLevel(_quiet["saved"])
 
 
 def build_decoder(
