@@ -4,7 +4,7 @@
         --data8 ../shared/data/bbbc039 --epochs 4
     python benchmarks/bit_depth.py ... --arm auto --arm 8bit --arm "{range:[0,4095]}"
 
-Each arm is `python train.py data.path=... model.encoder_weights=null seed=0` with the same
+Each arm is `python train.py data.path=... model.encoder_weights=null seed=<--seed>` with the same
 training budget (`--epochs`, or `--minutes` as budget=<m>m; epochs by default, because on
 shared cores a wall-clock budget gives each arm a different number of steps), scored by
 train.py's own test split at each image's own resolution. Arms:
@@ -50,7 +50,7 @@ def eight_bit_subset(data16: Path, data8: Path, folder: Path) -> Path:
 
 def train(data: Path, run_dir: Path, budget: list[str], extra: list[str]) -> dict:
     command = [sys.executable, str(ROOT / "train.py"), f"data.path={data}",
-               "model.encoder_weights=null", "seed=0", *budget, "logger=csv",
+               "model.encoder_weights=null", *budget, "logger=csv",
                "~callbacks.progress_bar", f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="training budget per arm")
     parser.add_argument("--minutes", type=float, default=None,
                         help="a wall-clock budget per arm instead of --epochs")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="train.py's seed, every arm")
     parser.add_argument("--arm", action="append", dest="arms",
                         help="8bit or a data.intensity value; repeat it (default: auto, 8bit, "
                         "shift)")  # fmt: skip
@@ -88,7 +89,7 @@ def main() -> None:
             data, extra = eight_bit_subset(data16, data8, out / "export8"), []
         else:
             data, extra = data16, [f"data.intensity={arm}"]
-        metrics = train(data, run_dir, budget, [*extra, *args.train_args])
+        metrics = train(data, run_dir, budget, [f"seed={args.seed}", *extra, *args.train_args])
         rows.append({
             "arm": arm if arm == "8bit" else f"16-bit, data.intensity={arm}",
             "test_mIoU": metrics.get("test/mIoU"),
@@ -99,7 +100,8 @@ def main() -> None:
         })  # fmt: skip
 
     budget_text = f"{args.minutes} min" if args.minutes else f"{args.epochs} epochs"
-    print(f"\n{data16.name} vs {data8.name}: same ids, split, seed; {budget_text} per arm\n")
+    print(f"\n{data16.name} vs {data8.name}: same ids and split, seed {args.seed}, {budget_text} "
+          "per arm\n")  # fmt: skip
     print("| arm | test mIoU | nucleus IoU | train images/s | epochs | wall s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -110,8 +112,8 @@ def main() -> None:
     output = args.output or RESULTS / "bit_depth.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": "bit_depth", "data16": str(data16), "data8": str(data8),
-              "budget": budget, "train_args": args.train_args, "machine": machine_info(),
-              "rows": rows}  # fmt: skip
+              "budget": budget, "seed": args.seed, "train_args": args.train_args,
+              "machine": machine_info(), "rows": rows}  # fmt: skip
     output.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {output}")
 
