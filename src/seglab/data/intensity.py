@@ -2,7 +2,8 @@
 
 The pipeline is uint8 from the loaders to the device (`seglab.preprocessing`), so a 12- or
 16-bit image is mapped to 8 bits once, when it is read (`seglab.data.dataset.read_image`, the
-one reader of training, prediction, rank, the CVAT function and the server). The rule is stored
+one reader of training, predict.py, rank and the server; the CVAT function receives frames CVAT
+has already decoded, as 8-bit PIL images). The rule is stored
 in the checkpoint (and an ONNX model's metadata), so every reader of a model maps images as its
 training did. Rules, as written in the config:
 
@@ -16,7 +17,9 @@ training did. Rules, as written in the config:
   images with no dataset statistics to carry along. The cost: absolute brightness is lost
   (each image is normalised on its own), and 8 bits after the stretch keep 256 of the image's
   levels (a 12-bit image's 1200 used levels merge ~5 to 1), which is below the noise of most
-  sensors.
+  sensors. 0.1% rather than 0.5% at each end: a few small bright objects in a large field
+  (nuclei, spots, defects) can be under 0.5% of the pixels and would be saturated, while hot
+  pixels are far rarer than 0.1%; it is also the stretch BBBC039's 8-bit copy was made with.
 - `{percentile: [low, high]}` (or `percentile` for [0.1, 99.9]): that stretch for every image,
   8-bit ones included (e.g. low-contrast 8-bit micrographs).
 - `{range: [low, high]}`: one fixed window for every image, e.g. `[0, 4095]` for 12-bit data
