@@ -133,3 +133,30 @@ def test_report_overhead(tmp_path: Path):
     assert [row["path"] for row in result["rows"]] == ["no report", "report"]
     assert all(row["median_s"] > 0 for row in result["rows"]) and result["redraw_ms"] > 0
     assert "| report |" in done.stdout and "write_run_report alone" in done.stdout
+
+
+def test_bit_depth(tmp_path: Path):
+    """A 12-bit export and its 8-bit copy train one epoch each and are scored alike; the 8-bit
+    arm is an export of the 8-bit images with the 16-bit export's ids and splits."""
+    from tests.test_depth import eight_bit_copy, write_export
+
+    data16 = write_export(tmp_path / "d16", ".tif")
+    data8 = write_export(tmp_path / "d8", ".png", eight_bit_copy)
+    (data8 / "JPEGImages" / "extra.png").write_bytes(b"")  # not in data16: never read
+    output = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bit_depth.py"), "--data16", str(data16),
+         "--data8", str(data8), "--epochs", "1", "--arm", "auto", "--arm", "8bit",
+         "--out", str(tmp_path / "runs"), "--output", str(output),
+         "data.image_size=[64,64]", "data.num_workers=0"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert [r["arm"] for r in result["rows"]] == ["16-bit, data.intensity=auto", "8bit"]
+    for row in result["rows"]:
+        assert 0.0 <= row["test_mIoU"] <= 1.0 and row["images_per_s"] > 0
+        assert row["epochs"] == 1 and set(row["test_iou"]) == {"background", "nucleus"}
+    copies = sorted(p.name for p in (tmp_path / "runs").glob("*/export8/JPEGImages/*"))
+    assert copies == sorted(f"{p.stem}.png" for p in (data16 / "JPEGImages").iterdir())
+    assert "| 8bit |" in done.stdout

@@ -43,6 +43,7 @@ def test_export_checks_parity_and_stores_the_metadata(onnx_model: dict):
     _, info, dynamic = open_onnx(onnx_model["path"], torch.device("cpu"))
     assert dynamic and info.names == ["background", "leaf", "stone", "berry"]
     assert info.image_size == (64, 64) and info.colors[1] == (51, 221, 255)
+    assert info.intensity == "auto"  # data.intensity travels too (absent, it would read "shift")
 
 
 def test_onnx_backend_predicts_what_torch_predicts(

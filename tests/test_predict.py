@@ -365,7 +365,10 @@ def test_odd_images_are_converted_as_in_training_and_unreadable_ones_skipped(
         assert read_index(tmp_path / "out" / f"{name}_index.png").shape == (40, 50)
     printed = capsys.readouterr().out
     assert "skipped 1 unreadable file(s)" in printed
-    assert "1 image(s) grayscale (repeated to 3 channels), 16-bit (reduced to 8 bits)" in printed
+    assert (
+        "1 image(s) grayscale (repeated to 3 channels), 16-bit (mapped to 8 bits by "
+        "data.intensity=auto)" in printed
+    )
     assert "1 image(s) with an alpha channel (dropped)" in printed
 
 

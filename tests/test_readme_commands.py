@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -96,12 +97,15 @@ def test_bad_value_is_named_before_any_data_is_read(tmp_path: Path):
     assert "Traceback" not in result.stderr and "/no/such/export" not in result.stderr
 
 
-def test_readme_python_prediction_example_runs(trained_run: dict):
-    """The Development section's snippet, run as printed with a real checkpoint and images."""
+def test_readme_python_prediction_example_runs(trained_run: dict, tmp_path: Path):
+    """The Development section's snippet, run as printed with a real checkpoint and image
+    files, one of them 16-bit."""
     block = README.split("Predicting from Python", 1)[1].split("```python\n", 1)[1].split("```")[0]
     code = block.replace('"best.ckpt"', repr(str(trained_run["metrics"]["best_ckpt"])))
-    images = [np.full((50, 70, 3), 90, np.uint8), np.zeros((64, 40, 3), np.uint8)]
-    scope: dict = {"images": images}
+    paths = [tmp_path / "a.png", tmp_path / "b.tif"]
+    cv2.imwrite(str(paths[0]), np.full((50, 70, 3), 90, np.uint8))
+    cv2.imwrite(str(paths[1]), np.arange(64 * 40, dtype=np.uint16).reshape(64, 40))
+    scope: dict = {"paths": paths}
     exec(compile(code, "README.md", "exec"), scope)
     assert [m.shape for m in scope["masks"]] == [(50, 70), (64, 40)]
     assert [tuple(p.shape) for p in scope["probs"]] == [(4, 50, 70), (4, 64, 40)]

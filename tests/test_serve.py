@@ -39,7 +39,7 @@ def models_folder(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def images(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Test images of the export and resized copies whose size and aspect differ from the
-    training size (64x64), as JPEG and PNG files."""
+    training size (64x64), as JPEG and PNG files, and a 16-bit PNG."""
     folder = tmp_path_factory.mktemp("inputs")
     sources = sorted((trained_run["export"] / "JPEGImages").glob("*.jpg"))[:4]
     for i, source in enumerate(sources):
@@ -47,6 +47,9 @@ def images(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[
         image = cv2.imread(str(source))
         size = [(90, 50), (70, 130), (33, 77), (64, 64)][i]
         cv2.imwrite(str(folder / f"{source.stem}_resized.png"), cv2.resize(image, size))
+    # 12-bit data in a 16-bit PNG: the server maps an upload by the model's data.intensity
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 16 + 100
+    cv2.imwrite(str(folder / "zz_16bit.png"), gray)
     return {p.name: p for p in sorted(folder.iterdir())}
 
 

@@ -62,6 +62,16 @@ def _image_size(value: Any) -> str | None:
     return None
 
 
+def _intensity(value: Any) -> str | None:
+    from seglab.data.intensity import Intensity
+
+    try:
+        Intensity.parse(value)
+    except ConfigError as err:
+        return str(err)  # names the sub-key too (data.intensity.range=...)
+    return None
+
+
 def _workers(value: Any) -> str | None:
     return None if value == "auto" else _number(0, integer=True)(value)
 
@@ -95,6 +105,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.val_fraction": _number(0.0, 1.0, low_open=True),
     "data.split_seed": _number(0, integer=True),
     "data.ignore_index": _number(0, 65535, integer=True),
+    "data.intensity": _intensity,
     "optimizer.lr": _number(0.0, low_open=True),
     "optimizer.weight_decay": _number(0.0),
     "optimizer.encoder_lr_mult": _number(0.0),

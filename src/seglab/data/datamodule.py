@@ -21,6 +21,7 @@ from seglab.console import say
 from seglab.data.class_weights import pixel_counts, weights_from_counts
 from seglab.data.dataset import SegmentationDataset, build_decoder
 from seglab.data.errors import DatasetError
+from seglab.data.intensity import Intensity
 from seglab.data.labelmap import SegClass
 from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
@@ -55,9 +56,11 @@ class SegmentationDataModule(L.LightningDataModule):
         split_seed: int = 0,
         augmentation: Sequence[dict[str, Any]] = (),
         scale_range: Sequence[float] = (1.0, 1.0),
+        intensity: Any = "auto",
         demo: bool = False,
     ):
         """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`).
+        `intensity`: how images of more than 8 bits map to uint8 (`seglab.data.intensity`).
         `augmentation` and `scale_range`: the train-time augmentation (conf/augmentation/)."""
         super().__init__()
         self.path = Path(to_absolute_path(path))
@@ -76,6 +79,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = resolve_workers(num_workers)
         self.mean, self.std = tuple(mean), tuple(std)
         self.ignore_index = ignore_index
+        self.intensity = Intensity.parse(intensity)
         self.read_options = {
             "classes": list(classes) if classes else None,
             "class_order": list(class_order) if class_order else None,
@@ -193,7 +197,11 @@ class SegmentationDataModule(L.LightningDataModule):
         )
         export = self.export
         return SegmentationDataset(
-            export.split(split), self._decoder(export), transform, export.background_index
+            export.split(split),
+            self._decoder(export),
+            transform,
+            export.background_index,
+            self.intensity,
         )
 
     @rank_zero_only

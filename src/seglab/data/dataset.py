@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -11,29 +13,69 @@ import torch
 from torch.utils.data import Dataset
 
 from seglab.data.errors import DatasetError
+from seglab.data.intensity import Intensity, unsupported_depth
 from seglab.data.layouts import Sample, SegmentationExport
 from seglab.data.masks import MaskDecoder
 
 Transform = Callable[..., dict]
+AUTO = Intensity()
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read any image OpenCV can decode as (H, W, 3) RGB uint8."""
+def read_image(path: Path, intensity: Intensity | None = None) -> np.ndarray:
+    """Read any image OpenCV can decode as (H, W, 3) RGB uint8, >8-bit images mapped by
+    `intensity` (default: `auto`, see `seglab.data.intensity`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DatasetError(f"{path}: cannot read image ({err.strerror or err})") from err
-    return decode_image(data, path)
+    return decode_image(data, path, intensity)
 
 
-def decode_image(data: bytes, name: str | Path) -> np.ndarray:
-    """An image file's bytes -> (H, W, 3) RGB uint8, exactly as training reads files (OpenCV:
-    EXIF orientation applied, grayscale repeated, alpha dropped, 16-bit reduced to 8 bits), so
-    that an upload to the server is seen as predict.py sees the same file."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+def decode_image(data: bytes, name: str | Path, intensity: Intensity | None = None) -> np.ndarray:
+    """An image file's bytes -> (H, W, 3) RGB uint8, exactly as training reads files, so that
+    an upload to the server is seen as predict.py sees the same file. OpenCV decodes at full
+    depth (EXIF orientation applied, grayscale repeated, alpha dropped); 8-bit images come out
+    as `IMREAD_COLOR` always gave them, 16-bit ones are mapped to 8 bits by `intensity`, the
+    rule the model was trained with. Other depths (32-bit float or integer, signed) raise a
+    DatasetError naming the file."""
+    buffer = np.frombuffer(data, np.uint8)
+    with _quiet_libtiff(data[:4] in TIFF_MAGIC):
+        image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR) if data else None
     if image is None:
+        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if data else None
+        if raw is not None:  # OpenCV reads it, but not as colour: a 32-bit float/integer TIFF
+            raise unsupported_depth(name, f"{raw.dtype} values")
         raise DatasetError(f"{name}: cannot read image (missing, corrupt or unsupported format)")
+    image = (intensity or AUTO).apply(image, name)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_quiet = {"count": 0, "saved": 0}
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def _quiet_libtiff(active: bool) -> Iterator[None]:
+    """OpenCV's log level at ERROR while a TIFF decodes: libtiff warns about every private tag
+    of microscope and scanner TIFFs (3 lines per read of each BBBC039 image, every epoch),
+    and the files decode correctly. Counted, so that concurrent decodes (the server's threads)
+    restore the level the last one found."""
+    if not active:
+        yield
+        return
+    with _quiet_lock:
+        if _quiet["count"] == 0:
+            _quiet["saved"] = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        _quiet["count"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["count"] -= 1
+            if _quiet["count"] == 0:
+                cv2.utils.logging.setLogLevel(_quiet["saved"])
 
 
 def build_decoder(
@@ -55,12 +97,15 @@ class SegmentationDataset(Dataset):
         decoder: MaskDecoder,
         transform: Transform | None,
         background_index: int | None = None,
+        intensity: Intensity | None = None,
     ):
-        """`background_index` fills samples that have no mask file (missing_masks=background)."""
+        """`background_index` fills samples that have no mask file (missing_masks=background);
+        `intensity` maps >8-bit images to uint8 (`data.intensity`; default `auto`)."""
         self.samples = list(samples)
         self.decoder = decoder
         self.transform = transform
         self.background_index = background_index
+        self.intensity = intensity or AUTO
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -68,7 +113,7 @@ class SegmentationDataset(Dataset):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw image and its class-index mask, before any transform."""
         sample = self.samples[i]
-        image = read_image(sample.image)
+        image = read_image(sample.image, self.intensity)
         if sample.mask is None:
             if self.background_index is None:
                 raise DatasetError(f"{sample.image}: no mask and no background class to fill in")

@@ -16,6 +16,9 @@ benchmarks/README.md, "the dataset scan"):
 Not detected: damage inside a JPEG's compressed data when the file still ends properly (JPEG has
 no checksum; decoders show it as garbled blocks and so does CVAT).
 
+TIFFs of samples the reader cannot map to 8 bits (32-bit or signed integers, floats) are refused
+from their header tags (`tiff_depth_problem`).
+
 Images over `max_image_pixels()` are refused before decoding anything: a 20000x20000 photo is
 1.2 GB of RGB per loader worker, and training shrinks it to `data.image_size` anyway.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 from PIL import Image
 
 from seglab.data.errors import DatasetError
+from seglab.data.intensity import unsupported_depth
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # any case
 MAX_PIXELS_ENV = "SEGLAB_MAX_IMAGE_PIXELS"
@@ -42,6 +46,7 @@ ROTATED_90 = (5, 6, 7, 8)  # orientations that swap width and height
 JPEG_END = b"\xff\xd9"
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: phones' multi-picture JPEGs, the same end marker
 TAIL_BYTES = 4096  # enough for the marker behind a block of zero padding
+TIFF_BITS_PER_SAMPLE, TIFF_SAMPLE_FORMAT = 258, 339  # SampleFormat 1 = unsigned integer
 
 
 def max_image_pixels() -> int:
@@ -111,6 +116,9 @@ def check_image(
             # OpenCV, like CVAT, shows the image turned by its EXIF orientation; so must the check.
             if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_90:
                 width, height = height, width
+            depth = tiff_depth_problem(image)
+            if depth:
+                raise unsupported_depth(path, depth)
             if image.format in JPEG_FORMATS:
                 if not _ends_with_jpeg_marker(path, data):
                     image.load()
@@ -132,6 +140,22 @@ def check_image(
             f"{path}: cannot read image (corrupt or not an image: {err}); replace the file"
         ) from err
     return width, height
+
+
+def tiff_depth_problem(image: Image.Image) -> str | None:
+    """What makes a TIFF's samples unreadable to seglab's reader (32-bit or signed integers,
+    floats: see `seglab.data.intensity`), from its header tags, else None. The scan refuses
+    them here, naming every such file, rather than a loader worker at the first batch."""
+    if image.format != "TIFF":
+        return None
+    tags = getattr(image, "tag_v2", {})
+    kind, bits = tags.get(TIFF_SAMPLE_FORMAT, 1), tags.get(TIFF_BITS_PER_SAMPLE, 1)
+    kind = kind[0] if isinstance(kind, tuple) else kind
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if kind == 1 and bits <= 16:
+        return None
+    name = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}.get(kind, "unknown")
+    return f"{bits}-bit {name} samples"
 
 
 def _ends_with_jpeg_marker(path: Path, data: bytes | None = None) -> bool:

@@ -11,13 +11,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from seglab.data.intensity import Intensity
 from seglab.errors import ConfigError
 from seglab.models.plain import plain
 from seglab.models.registry import check_loss, check_model, check_optimizer, check_scheduler
 
 # What a checkpoint must carry for seglab to rebuild and use its network.
 REQUIRED = ("model", "loss", "optimizer", "classes", "image_size", "mean", "std")
-OPTIONAL = ("scheduler", "ignore_index", "seglab_version")
+# `intensity` is absent from checkpoints written before it existed: they read as
+# `seglab.data.intensity.LEGACY` (see `ModelInfo.from_hparams`).
+OPTIONAL = ("scheduler", "ignore_index", "seglab_version", "intensity")
 
 
 def check_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,6 +46,7 @@ def check_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
         "mean": _numbers,
         "std": _numbers,
         "seglab_version": _string,
+        "intensity": _intensity,
     }
     return {key: check(hparams[key], key) for key, check in checks.items() if key in hparams}
 
@@ -64,6 +68,13 @@ def _classes(value: Any, key: str) -> list[dict[str, Any]]:
             }
         )
     return classes
+
+
+def _intensity(value: Any, key: str) -> str | dict[str, list[float]]:
+    """The `data.intensity` rule in its stored form (`seglab.data.intensity`)."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return Intensity.parse(value, key).to_config()
 
 
 def _string(value: Any, key: str) -> str:

@@ -39,8 +39,11 @@ class SegmentationModule(L.LightningModule):
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         seglab_version: str = seglab.__version__,
+        intensity: str | dict[str, list[float]] = "auto",
     ):
-        """`classes` is a list of `{"name", "color"}` in class-index order.
+        """`classes` is a list of `{"name", "color"}` in class-index order; `intensity` is the
+        `data.intensity` rule images were read with (`seglab.data.intensity`), stored so that
+        prediction reads images the same way.
 
         All arguments are checked as plain data first (ConfigError naming the key), and the
         checked copy is what the checkpoint stores.
@@ -49,7 +52,8 @@ class SegmentationModule(L.LightningModule):
         hparams = check_hparams(
             {"model": model, "loss": loss, "optimizer": optimizer, "classes": classes,
              "scheduler": scheduler, "ignore_index": ignore_index, "image_size": image_size,
-             "mean": mean, "std": std, "seglab_version": seglab_version}
+             "mean": mean, "std": std, "seglab_version": seglab_version,
+             "intensity": intensity}
         )  # fmt: skip
         self.save_hyperparameters(hparams)
         self.class_names = [c["name"] for c in hparams["classes"]]

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from seglab.data.intensity import LEGACY, Intensity
 from seglab.data.labelmap import SegClass
 
 
@@ -22,6 +23,14 @@ class ModelInfo:
     ignore_index: int = 255
     seglab_version: str = "unknown"
     arch: str = "unknown"
+    # data.intensity as stored (`seglab.data.intensity`); files written before it existed
+    # read 16-bit images as seglab did then (LEGACY)
+    intensity: str | dict[str, list[float]] = LEGACY
+
+    @property
+    def reader(self) -> Intensity:
+        """The rule that maps this model's >8-bit input images to uint8, as in training."""
+        return Intensity.parse(self.intensity, "intensity")
 
     @property
     def names(self) -> list[str]:
@@ -46,6 +55,7 @@ class ModelInfo:
             ignore_index=int(hparams.get("ignore_index", 255)),
             seglab_version=str(hparams.get("seglab_version", "unknown")),
             arch=str(hparams["model"].get("arch", "unknown")),
+            intensity=Intensity.parse(hparams.get("intensity", LEGACY), "intensity").to_config(),
         )
 
     def to_json(self) -> str:
@@ -57,4 +67,6 @@ class ModelInfo:
         data = json.loads(text)
         data["image_size"] = tuple(data["image_size"])
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
-        return cls(**data)
+        info = cls(**data)
+        info.reader  # noqa: B018  (a bad rule fails here, naming the key, not at the first image)
+        return info

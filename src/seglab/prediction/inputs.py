@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from seglab.data.datamodule import resolve_workers
 from seglab.data.dataset import read_image
 from seglab.data.errors import DatasetError
+from seglab.data.intensity import Intensity
 from seglab.data.layouts import IMAGE_EXTENSIONS
 from seglab.errors import ConfigError, MissingFileError
 
@@ -114,9 +115,9 @@ WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
-def conversion_note(path: Path) -> str | None:
-    """What reading `path` as 8-bit RGB changes (as training reads it), for the report; it
-    reads the header only."""
+def conversion_note(path: Path, intensity: Intensity | None = None) -> str | None:
+    """What reading `path` as 8-bit RGB changes (as training reads it, >8-bit images mapped by
+    `intensity`), for the report; it reads the header only."""
     try:
         with Image.open(path) as image:
             mode, transparent = image.mode, "transparency" in image.info
@@ -126,7 +127,8 @@ def conversion_note(path: Path) -> str | None:
     if mode in GRAYSCALE_MODES:
         changes.append("grayscale (repeated to 3 channels)")
     if mode in WIDE_MODES:
-        changes.append("16-bit (reduced to 8 bits)")
+        rule = (intensity or Intensity()).describe()
+        changes.append(f"16-bit (mapped to 8 bits by data.intensity={rule})")
     if mode in ALPHA_MODES or (mode == "P" and transparent):
         changes.append("with an alpha channel (dropped)")
     if mode == "CMYK":
@@ -135,13 +137,20 @@ def conversion_note(path: Path) -> str | None:
 
 
 class ImageFiles(Dataset):
-    """Decodes images in loader workers and applies `prepare` (the Predictor's `preparer`:
-    what the network input of each image needs, decided by the Predictor alone); a file that
-    cannot be read comes back as an error."""
+    """Decodes images in loader workers, >8-bit ones mapped by `intensity` (the model's
+    `data.intensity`, as training read its images), and applies `prepare` (the Predictor's
+    `preparer`: what the network input of each image needs, decided by the Predictor alone);
+    a file that cannot be read comes back as an error."""
 
-    def __init__(self, paths: Sequence[Path], prepare: Callable[[np.ndarray], Any]):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        prepare: Callable[[np.ndarray], Any],
+        intensity: Intensity | None = None,
+    ):
         self.paths = list(paths)
         self.prepare = prepare
+        self.intensity = intensity
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -149,10 +158,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.paths[i]
         try:
-            image = read_image(path)
+            image = read_image(path, self.intensity)
         except DatasetError as err:
             return {"index": i, "error": str(err)}
-        return {"index": i, "image": self.prepare(image), "note": conversion_note(path)}
+        note = conversion_note(path, self.intensity)
+        return {"index": i, "image": self.prepare(image), "note": note}
 
 
 def loader_workers(num_workers: int | str, device: torch.device) -> int:

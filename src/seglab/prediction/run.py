@@ -83,7 +83,7 @@ def predict_images(
 ) -> Iterator[tuple[Path, np.ndarray, torch.Tensor]]:
     """(path, RGB image, logits at its size) per readable image, decoded and prepared by
     loader workers and predicted in batches; unreadable files go into `report`, skipped."""
-    dataset = ImageFiles(paths, predictor.preparer)
+    dataset = ImageFiles(paths, predictor.preparer, predictor.info.reader)
     loader = DataLoader(
         dataset,
         batch_size=predictor.batch_size,
