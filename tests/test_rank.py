@@ -67,7 +67,8 @@ def test_rank_writes_the_ranking_and_the_top_frames(trained_run: dict, tmp_path:
     assert len(rows) == len(list(frames.iterdir()))
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     margins = [float(r["margin"]) for r in rows]
-    assert margins == sorted(margins, reverse=True)  # least sure first
+    keys = [(float(r["disagreement"]), float(r["margin"])) for r in rows]
+    assert keys == sorted(keys, reverse=True)  # least sure first: disagreement, then margin
     assert all(0 <= float(r["disagreement"]) <= 1 and r["miou"] != "" for r in rows)
     top = (tmp_path / "ranking_top2.txt").read_text().split()
     assert top == [r["image"] for r in rows[:2]]
@@ -93,6 +94,9 @@ def test_rank_errors_are_one_line(trained_run: dict, tmp_path: Path):
     frames = trained_run["export"] / "JPEGImages"
     result = _rank([f"ckpt={ckpt}", f"input={frames}", "score=loss"])
     assert result.returncode == 2 and "score='loss'" in result.stderr
+    result = _rank([f"ckpt={ckpt}", f"input={frames}", "flip_views=false"])
+    assert result.returncode == 2 and "order by score=margin" in result.stderr
+    assert "Traceback" not in result.stderr
     result = _rank([f"ckpt={ckpt}", f"input={frames}", f"copy_to={tmp_path}"])
     assert result.returncode == 2 and "give top=N too" in result.stderr
 

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rank.add_argument(
         "options", nargs="*", metavar="KEY=VALUE",
-        help="ckpt=PATH input=FRAMES [output=ranking.csv] [score=margin|entropy|disagreement] "
+        help="ckpt=PATH input=FRAMES [output=ranking.csv] [score=disagreement|margin|entropy] "
         "[top=N] [copy_to=DIR] [labels=EXPORT] and predict.py's keys (mode=, tta=, ...)",
     )  # fmt: skip
 

@@ -3,12 +3,15 @@
 Every frame goes through the Predictor (the same preprocessing, modes and backends as
 predict.py) and gets three scores, each in [0, 1], higher = the model is less sure:
 
-- `margin` (the default order): the mean over pixels of `1 - (p1 - p2)`, with p1 and p2 the two
+- `margin`: the mean over pixels of `1 - (p1 - p2)`, with p1 and p2 the two
   highest class probabilities of the pixel. Low where the model is sure, high along confused
   boundaries and over classes it mixes up;
 - `entropy`: the mean over pixels of the normalised entropy `H(p) / ln(C)`;
-- `disagreement`: the share of pixels whose predicted class changes when the frame is mirrored
-  left-right (a second forward pass; `flip_views=false` skips it).
+- `disagreement` (the default order): the share of pixels whose predicted class changes when the
+  frame is mirrored left-right (a second forward pass; `flip_views=false` skips it). On two real
+  exports it tracked the frames' IoU twice as well as margin and entropy (Spearman -0.25 and
+  -0.48 against -0.10 to -0.28; benchmarks/README.md); ties, e.g. frames with no change at all,
+  are broken by margin.
 
 With `labels=` (masks of some of the frames), each labelled frame's mIoU is computed too and the
 Spearman correlation between each score and the mIoU is printed: a useful score ranks badly
@@ -105,12 +108,16 @@ def score_frames(
 
 
 def order(rows: list[FrameScores], score: str) -> list[FrameScores]:
-    """Most uncertain first; ties keep the input order."""
+    """Most uncertain first; ties broken by margin (a disagreement of 0 is common), then by the
+    input order."""
     if score not in SCORES:
         raise ConfigError(f"score={score!r}: choose one of {list(SCORES)}")
     if score == "disagreement" and rows and rows[0].disagreement is None:
-        raise ConfigError("score=disagreement needs flip_views=true")
-    return sorted(rows, key=lambda row: -getattr(row, score))
+        raise ConfigError(
+            "score=disagreement (the default) needs flip_views=true; "
+            "with flip_views=false order by score=margin or score=entropy"
+        )
+    return sorted(rows, key=lambda row: (-getattr(row, score), -row.margin))
 
 
 def correlations(rows: list[FrameScores]) -> dict[str, float]:
