@@ -26,6 +26,7 @@ from seglab.data.labelmap import SegClass
 from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
 from seglab.data.scan import ScanReport, raise_on_problems, scan_export
+from seglab.data.seeding import main_process_seed, seed_augmentation, seed_loader_worker
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
 from seglab.preprocessing import AUTO_MAX_SIDE, auto_image_size
 
@@ -223,6 +224,8 @@ class SegmentationDataModule(L.LightningDataModule):
             # Set here, before the workers fork: setting it inside a forked worker can deadlock
             # on the pool the parent started.
             cv2.setNumThreads(0)
+        elif train:
+            seed_augmentation(dataset.transform, main_process_seed())
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -232,6 +235,7 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=None if train else EvalCollate(self.ignore_index),
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_loader_worker if self.num_workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
         )
 
