@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 import cv2
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -162,23 +161,14 @@ class SegmentationDataModule(L.LightningDataModule):
 
     @cached_property
     def statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) per channel in [0, 1] units (`seglab.data.statistics`)."""
+        """(mean, std) per channel in [0, 1] units (`seglab.data.statistics`), measured on the
+        train split read as training reads it when asked; `mean` and `std` give each."""
         images = [s.image for s in self.export.split("train")]
-        return resolve_statistics(
-            self.mean_option, self.std_option, self.channels, images, self.read
-        )
+        read = partial(read_image, intensity=self.intensity, channels=self.channels)
+        return resolve_statistics(self.mean_option, self.std_option, self.channels, images, read)
 
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return self.statistics[0]
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return self.statistics[1]
-
-    def read(self, path: Path) -> np.ndarray:
-        """An image as training reads it (`data.intensity`, then `channels`)."""
-        return read_image(path, self.intensity, self.channels)
+    mean = property(lambda self: self.statistics[0])
+    std = property(lambda self: self.statistics[1])
 
     @cached_property
     def crop_size(self) -> tuple[int, int]:
