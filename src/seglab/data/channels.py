@@ -60,9 +60,14 @@ def _stream(source: Source) -> io.BytesIO | str:
 
 def tiff_bands(source: Source, name: str | Path) -> int | None:
     """The band count of a TIFF that OpenCV cannot read whole (see the module docstring), or
-    None for one it reads as seglab always did (gray, RGB, RGBA, palette: one page)."""
+    None for one it reads as seglab always did (gray, RGB, RGBA, palette: one page).
+
+    Pillow's header read answers for those, the usual TIFFs, in ~0.25 ms; tifffile's (~1 ms,
+    measured on BBBC039's 16-bit TIFFs) only for the rest."""
     import tifffile
 
+    if _plain_tiff(source):
+        return None
     try:
         with tifffile.TiffFile(_stream(source)) as tiff:
             page, series = tiff.pages.first, tiff.series[0]
@@ -88,6 +93,22 @@ def tiff_bands(source: Source, name: str | Path) -> int | None:
         "any number of bands (YXS, CYX or pages of one plane each). Save each image as such a "
         "TIFF (e.g. one Z plane or time point per file)"
     )
+
+
+def _plain_tiff(source: Source) -> bool:
+    """Whether Pillow finds one page of gray or colour samples (+alpha), as OpenCV reads them."""
+    try:
+        with Image.open(_stream(source)) as image:
+            tags = image.tag_v2
+            samples, photometric = int(tags.get(277, 1)), int(tags.get(262, 1))
+            extra = tags.get(338, ())
+            extra = extra if isinstance(extra, tuple) else (extra,)
+            alpha = sum(1 for e in extra if e in ALPHA_EXTRA_SAMPLES)
+            single = getattr(image, "n_frames", 1) == 1
+    except Exception:  # Pillow cannot read it (e.g. 5 samples): tifffile decides
+        return False
+    colour = photometric in (2, 3, 5, 6)  # RGB, palette, CMYK, YCbCr
+    return single and (samples - alpha == 1 or (samples - alpha == 3 and colour))
 
 
 def read_bands(source: Source, name: str | Path) -> np.ndarray:
