@@ -131,7 +131,8 @@ def read_bands(source: Source, name: str | Path) -> np.ndarray:
 
 
 def file_channels(source: Source, name: str | Path) -> int:
-    """How many channels seglab reads from the file (1, 3 or a TIFF's bands), from its header."""
+    """How many channels seglab reads from the file (1, 3 or a TIFF's bands), from its header;
+    0 when the header cannot be read (the decode then names the damage)."""
     if is_tiff(source):
         bands = tiff_bands(source, name)
         if bands is not None:
@@ -140,7 +141,7 @@ def file_channels(source: Source, name: str | Path) -> int:
         with Image.open(_stream(source)) as image:
             return 1 if image.mode in GRAYSCALE_MODES else 3
     except (OSError, SyntaxError, ValueError):
-        return 3  # the decode reports what is wrong with it
+        return 0  # unknown: the decode reports what is wrong with the file
 
 
 def fits(found: int, channels: int) -> bool:

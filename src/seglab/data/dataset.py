@@ -51,7 +51,7 @@ def decode_image(
             raise mismatch(name, bands, channels, "the model")
         return rule.apply(read_bands(data, name), name, per_band=True)
     found = file_channels(data, name) if channels != 3 else 3
-    if not fits(found, channels):
+    if found and not fits(found, channels):
         raise mismatch(name, found, channels, "the model")
     image = _decode(data, name, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if channels == 1:
