@@ -4,6 +4,7 @@ the scoring and the server take the same inputs; a wrong channel count is a name
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from seglab.data.statistics import measure
 from seglab.errors import ConfigError
 from seglab.models.factory import create_model
 from seglab.prediction import load_predictor
+from seglab.prediction.info import ModelInfo
 from seglab.prediction.run import run as predict_run
 from seglab.serving.app import ApiError, Limits, _prepare
 from seglab.training import run
@@ -221,3 +223,14 @@ def test_display_bands_and_upload_decoding():
     assert decode_image(png.tobytes(), "g.png").shape == (8, 8, 3)
     with pytest.raises(ChannelMismatch, match="g.png: image of 1 channel"):
         decode_image(png.tobytes(), "g.png", channels=5)
+
+
+def test_checkpoints_and_onnx_files_from_before_read_as_3_channels():
+    classes = [{"name": "a", "color": [0, 0, 0]}]
+    hparams = {"model": {"arch": "unet"}, "classes": classes, "image_size": [64, 64],
+               "mean": [0.5] * 3, "std": [0.2] * 3}  # fmt: skip
+    info = ModelInfo.from_hparams(hparams)
+    assert info.in_channels == 3
+    data = json.loads(info.to_json())
+    del data["in_channels"]  # an ONNX model exported before the key existed
+    assert ModelInfo.from_json(json.dumps(data)).in_channels == 3
