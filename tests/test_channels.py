@@ -24,7 +24,7 @@ from seglab.prediction import load_predictor
 from seglab.prediction.info import ModelInfo
 from seglab.prediction.run import run as predict_run
 from seglab.serving.app import ApiError, Limits, _prepare
-from seglab.training import run
+from seglab.training import build, run
 from tests.exports import save_rgb, to_rgb
 from tests.helpers import TINY, compose_predict, compose_train
 from tests.test_depth import CLASSES, SPLITS, nuclei
@@ -234,3 +234,12 @@ def test_checkpoints_and_onnx_files_from_before_read_as_3_channels():
     data = json.loads(info.to_json())
     del data["in_channels"]  # an ONNX model exported before the key existed
     assert ModelInfo.from_json(json.dumps(data)).in_channels == 3
+
+
+def test_init_from_a_model_of_another_channel_count_names_the_counts(
+    multiband: dict, tmp_path: Path
+):
+    export = write_export(tmp_path / "export", write_gray16)  # read as 3 channels
+    with pytest.raises(ConfigError, match=r"takes 5-channel images and this run's 3"):
+        build(compose_train([*TINY, f"data.path={export}", f"run_dir={tmp_path / 'run'}",
+                             "model=unet", f"model.init_from={multiband['ckpt']}"]))  # fmt: skip
