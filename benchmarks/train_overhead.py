@@ -91,8 +91,8 @@ def plain_path(cfg: DictConfig, warmup: int, steps: int, batch: int):
     channels_last = bool(model_cfg.channels_last)
     total = warmup + steps
     # The dataset yields uint8 images: normalise on the device, as seglab does.
-    mean = torch.tensor(cfg.data.mean, device=device).view(1, -1, 1, 1) * 255
-    std = torch.tensor(cfg.data.std, device=device).view(1, -1, 1, 1) * 255
+    mean = torch.tensor(datamodule.mean, device=device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(datamodule.std, device=device).view(1, -1, 1, 1) * 255
 
     def measure() -> float:
         torch.manual_seed(0)

@@ -35,6 +35,8 @@ def build(group: str, cfg: DictConfig) -> object:
     if group == "model":  # model, loss, optimizer, scheduler: by registry key, never _target_
         model = plain(node)
         model.pop("init_from")  # weights to start from, taken out by training.build
+        if model["in_channels"] == "auto":  # resolved from the scanned data by training.build
+            model["in_channels"] = 3
         return build_model(model, classes=2)
     if group == "loss":
         if isinstance(node.get("class_weights"), str):  # a method: training counts the pixels

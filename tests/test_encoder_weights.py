@@ -66,11 +66,13 @@ def test_a_file_that_does_not_fit_names_the_keys(reference, tmp_path: Path):
         match=r"missing keys \(1\): layer4.1.bn2.weight.*unexpected keys \(1\): extra.weight",
     ):
         create_model("unet", 2, encoder_name="resnet18", encoder_weights=str(tmp_path / "bad.pth"))
-    torch.save(reference.state_dict(), tmp_path / "rgb.pth")
-    with pytest.raises(ConfigError, match=r"wrong shapes \(1\): conv1.weight \(64, 3, 7, 7\)"):
+    state = reference.state_dict()
+    state["conv1.weight"] = state["conv1.weight"][:, :2]  # 2 input channels: no rule adapts it
+    torch.save(state, tmp_path / "two.pth")
+    with pytest.raises(ConfigError, match=r"wrong shapes \(1\): conv1.weight \(64, 2, 7, 7\)"):
         create_model(
             "unet", 2, encoder_name="resnet18", in_channels=1,
-            encoder_weights=str(tmp_path / "rgb.pth"),
+            encoder_weights=str(tmp_path / "two.pth"),
         )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ def test_inspect_reports_classes_splits_and_pixel_shares(tmp_path: Path):
         "images": 1,
         "pixels": {"background": 10, "tool": 10, "blood vessel": 10},
         "missing_classes": [],
+        "channels": {"3": 1},  # channel count -> images
     }
     assert summary["splits"]["val"]["missing_classes"] == ["blood vessel"]
     assert summary["suggested_class_weights"] == {

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
+from seglab.data.channels import display_rgb
 from seglab.metrics import write_confusion
 from seglab.preprocessing import denormalise, pixel_statistics, resize_image, restore_logits
 
@@ -74,7 +75,7 @@ class WandbPredictions(L.Callback):
             # The image, truth and prediction at the image's own size, as the metrics see them.
             pred = restore_logits(logits[i], region, size).argmax(dim=0).cpu().numpy()
             fitted = canvases[i, :, : region[0], : region[1]].permute(1, 2, 0).numpy()
-            rgb = resize_image(fitted, size)
+            rgb = display_rgb(resize_image(fitted, size))  # first three bands of N
             truth = batch["mask"][i, : size[0], : size[1]].cpu().numpy()
             out.append(
                 wandb.Image(

@@ -72,6 +72,16 @@ def _intensity(value: Any) -> str | None:
     return None
 
 
+def _statistic(value: Any, key: str) -> str | None:
+    from seglab.data.statistics import check_statistic
+
+    try:
+        check_statistic(value, key)
+    except ConfigError as err:
+        return str(err).removeprefix(f"{key}=")
+    return None
+
+
 def _workers(value: Any) -> str | None:
     return None if value == "auto" else _number(0, integer=True)(value)
 
@@ -106,6 +116,9 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.split_seed": _number(0, integer=True),
     "data.ignore_index": _number(0, 65535, integer=True),
     "data.intensity": _intensity,
+    "data.mean": lambda v: _statistic(v, "data.mean"),
+    "data.std": lambda v: _statistic(v, "data.std"),
+    "model.in_channels": lambda v: None if v == "auto" else _number(1, 512, integer=True)(v),
     "optimizer.lr": _number(0.0, low_open=True),
     "optimizer.weight_decay": _number(0.0),
     "optimizer.encoder_lr_mult": _number(0.0),
@@ -170,6 +183,8 @@ def _registry_problems(cfg: DictConfig) -> list[str]:
         node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         if key == "model" and isinstance(node, dict):
             problems += _init_from_problems(node.pop("init_from", None), cfg.get("ckpt_path"))
+            if node.get("in_channels") == "auto":  # the data's count, resolved by the scan
+                node.pop("in_channels")
         try:
             check(node)
         except ConfigError as err:

@@ -47,6 +47,11 @@ class SegmentationFunction:
     def __init__(self, predictor: Predictor, min_area: int = 16):
         if min_area < 1:
             raise ConfigError(f"min_area={min_area}: give at least 1 pixel")
+        if predictor.info.in_channels not in (1, 3):
+            raise ConfigError(
+                f"the model takes {predictor.info.in_channels}-channel images; CVAT sends RGB "
+                "frames, so only 1- and 3-channel models can auto-annotate in CVAT"
+            )
         cvataa, _ = _sdk()
         self.predictor, self.min_area = predictor, int(min_area)
         names = predictor.info.names
@@ -58,8 +63,11 @@ class SegmentationFunction:
 
     def detect(self, context: Any, image: Any) -> list[Any]:
         """One frame (a PIL image) -> one mask (or polygon) shape per connected class region."""
-        rgb = np.asarray(image.convert("RGB"))
-        labels = self.predictor.predict(rgb)
+        if self.predictor.info.in_channels == 1:  # a model trained on grayscale channels
+            pixels = np.asarray(image.convert("L"))[..., None]
+        else:
+            pixels = np.asarray(image.convert("RGB"))
+        labels = self.predictor.predict(pixels)
         shapes, dropped = regions_to_shapes(
             labels, self.sent_classes, self.min_area, bool(context.conv_mask_to_poly)
         )

@@ -7,7 +7,7 @@ prediction.
   (`data/transforms.py`, `SegmentationModule`) and `predict.py`'s `mode=resize` all call these,
   so a checkpoint's validation scores are its predictions' scores, at each image's own
   resolution.
-- The normalisation, on the device: uint8 (N, 3, H, W) -> float32 `(x - 255 mean) / (255 std)`
+- The normalisation, on the device: uint8 (N, C, H, W) -> float32 `(x - 255 mean) / (255 std)`
   with the `data.mean` / `data.std` a checkpoint stores. The module (training and validation
   batches), the Predictor and the W&B callback (which undoes it for display) call
   `normalise` / `denormalise` here.
@@ -27,11 +27,13 @@ import torch
 
 
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """An (H, W, C) image resized to [height, width], bilinear (cv2.INTER_LINEAR)."""
+    """An (H, W, C) image resized to [height, width], bilinear (cv2.INTER_LINEAR), any C (OpenCV
+    drops the axis of a 1-channel image; it is put back)."""
     height, width = (int(v) for v in size)
     if image.shape[:2] == (height, width):
         return image  # bilinear at scale 1 reproduces every pixel exactly
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return resized[..., None] if image.ndim == 3 and resized.ndim == 2 else resized
 
 
 def resize_mask(mask: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -59,7 +61,7 @@ def pixel_statistics(
 
 
 def images_to_batch(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Same-size uint8 (H, W, 3) images -> a uint8 (N, 3, H, W) tensor on `device`.
+    """Same-size uint8 (H, W, C) images -> a uint8 (N, C, H, W) tensor on `device`.
 
     The result is a channels-last view of the stacked images (no copy); its values equal the
     validation loader's (ToTensorV2, then default collation).

@@ -59,6 +59,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
         cfg.data,
         augmentation=OmegaConf.to_container(cfg.augmentation.train, resolve=True),
         scale_range=list(cfg.augmentation.scale),
+        in_channels=cfg.model.get("in_channels", 3),
         _recursive_=False,
     )
     classes = [{"name": c.name, "color": list(c.color)} for c in datamodule.classes]
@@ -69,6 +70,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
 
     model = _plain(cfg.model)
     init_from = model.pop("init_from", None)  # weights to start from, not part of the network
+    model["in_channels"] = datamodule.channels  # `auto` resolved; the checkpoint stores a number
     module = SegmentationModule(
         model=model,
         loss=loss_config(cfg, datamodule),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from seglab.atomic import atomic_write_text
 from seglab.console import say
+from seglab.data.channels import resolve_channels
 from seglab.data.class_weights import pixel_counts, weights_from_counts
-from seglab.data.dataset import SegmentationDataset, build_decoder
+from seglab.data.dataset import SegmentationDataset, build_decoder, read_image
 from seglab.data.errors import DatasetError
 from seglab.data.intensity import Intensity
 from seglab.data.labelmap import SegClass
@@ -27,6 +28,7 @@ from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
 from seglab.data.scan import ScanReport, raise_on_problems, scan_export
 from seglab.data.seeding import main_process_seed, seed_augmentation, seed_loader_worker
+from seglab.data.statistics import check_statistic, resolve_statistics
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
 from seglab.preprocessing import AUTO_MAX_SIDE, auto_image_size
 
@@ -42,8 +44,8 @@ class SegmentationDataModule(L.LightningDataModule):
         crop_size: Sequence[int] | str | None = "auto",
         batch_size: int = 8,
         num_workers: int | str = "auto",
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] | str = "imagenet",
+        std: Sequence[float] | str = "imagenet",
         ignore_index: int = 255,
         images_dir: str | None = None,
         labelmap: str | None = None,
@@ -59,9 +61,13 @@ class SegmentationDataModule(L.LightningDataModule):
         scale_range: Sequence[float] = (1.0, 1.0),
         intensity: Any = "auto",
         demo: bool = False,
+        in_channels: int | str = "auto",
     ):
         """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`).
         `intensity`: how images of more than 8 bits map to uint8 (`seglab.data.intensity`).
+        `in_channels`: `model.in_channels` (train.py passes it), `auto` or a number: the
+        channels images are read with (`channels`). `mean`, `std`: a list per channel,
+        `imagenet` or `auto` (`seglab.data.statistics`, resolved by `mean` and `std`).
         `augmentation` and `scale_range`: the train-time augmentation (conf/augmentation/)."""
         super().__init__()
         self.path = Path(to_absolute_path(path))
@@ -78,7 +84,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.crop_size_option = crop_size if crop_size in ("auto", None) else tuple(crop_size)
         self.batch_size = batch_size
         self.num_workers = resolve_workers(num_workers)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean_option = check_statistic(mean, "data.mean")
+        self.std_option = check_statistic(std, "data.std")
+        self.in_channels_option = in_channels
         self.ignore_index = ignore_index
         self.intensity = Intensity.parse(intensity)
         self.read_options = {
@@ -141,6 +149,29 @@ class SegmentationDataModule(L.LightningDataModule):
         return size
 
     @cached_property
+    def channels(self) -> int:
+        """The channels every image is read with, `model.in_channels`: for `auto` the training
+        images' count (grayscale alone or beside colour: 3), printed when not 3; every image of
+        every split must fit it (`seglab.data.channels.resolve_channels`)."""
+        self.export  # noqa: B018  (the scan counts each image's channels)
+        counts = self.scan_report.channels if self.scan_report else {}
+        channels = resolve_channels(self.in_channels_option, counts)
+        if self.in_channels_option == "auto" and channels != 3:
+            say(f"model.in_channels=auto -> {channels} (the training images' channels)")
+        return channels
+
+    @cached_property
+    def statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel in [0, 1] units (`seglab.data.statistics`), measured on the
+        train split read as training reads it when asked; `mean` and `std` give each."""
+        images = [s.image for s in self.export.split("train")]
+        read = partial(read_image, intensity=self.intensity, channels=self.channels)
+        return resolve_statistics(self.mean_option, self.std_option, self.channels, images, read)
+
+    mean = property(lambda self: self.statistics[0])
+    std = property(lambda self: self.statistics[1])
+
+    @cached_property
     def crop_size(self) -> tuple[int, int]:
         """The training crop, [height, width], taken from each image after it is fitted into
         `image_size` and scale-jittered: `data.crop_size`, `null` for the whole `image_size`,
@@ -192,6 +223,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 self.scale_range,
                 self.ignore_index,
                 crop_size=self.crop_size,
+                channels=self.channels,
             )
             if train
             else build_eval_transform(self.image_size)
@@ -203,6 +235,7 @@ class SegmentationDataModule(L.LightningDataModule):
             transform,
             export.background_index,
             self.intensity,
+            self.channels,
         )
 
     @rank_zero_only

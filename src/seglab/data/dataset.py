@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seglab.data.channels import file_channels, fits, is_tiff, mismatch, read_bands, tiff_bands
 from seglab.data.errors import DatasetError
 from seglab.data.intensity import Intensity, unsupported_depth
 from seglab.data.layouts import Sample, SegmentationExport
@@ -21,36 +22,56 @@ Transform = Callable[..., dict]
 AUTO = Intensity()
 
 
-def read_image(path: Path, intensity: Intensity | None = None) -> np.ndarray:
-    """Read any image OpenCV can decode as (H, W, 3) RGB uint8, >8-bit images mapped by
-    `intensity` (default: `auto`, see `seglab.data.intensity`)."""
+def read_image(path: Path, intensity: Intensity | None = None, channels: int = 3) -> np.ndarray:
+    """Read any image OpenCV or tifffile can decode as (H, W, `channels`) uint8, >8-bit images
+    mapped by `intensity` (default: `auto`, see `seglab.data.intensity`); see `decode_image`."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DatasetError(f"{path}: cannot read image ({err.strerror or err})") from err
-    return decode_image(data, path, intensity)
+    return decode_image(data, path, intensity, channels)
 
 
-def decode_image(data: bytes, name: str | Path, intensity: Intensity | None = None) -> np.ndarray:
-    """An image file's bytes -> (H, W, 3) RGB uint8, exactly as training reads files, so that
-    an upload to the server is seen as predict.py sees the same file. OpenCV decodes at full
-    depth (EXIF orientation applied, grayscale repeated, alpha dropped); 8-bit images come out
-    as `IMREAD_COLOR` always gave them, 16-bit ones are mapped to 8 bits by `intensity`, the
-    rule the model was trained with. Other depths (32-bit float or integer, signed) raise a
-    DatasetError naming the file."""
+def decode_image(
+    data: bytes, name: str | Path, intensity: Intensity | None = None, channels: int = 3
+) -> np.ndarray:
+    """An image file's bytes -> (H, W, `channels`) uint8 (the network's `model.in_channels`),
+    exactly as training reads files, so that an upload to the server is seen as predict.py sees
+    the same file. OpenCV decodes at full depth (EXIF orientation applied, alpha dropped);
+    8-bit colour and grayscale images come out for 3 channels as `IMREAD_COLOR` always gave
+    them (RGB, grayscale repeated), 16-bit ones are mapped to 8 bits by `intensity`, the rule
+    the model was trained with. Multi-band TIFFs are read by tifffile, bands in file order,
+    each band mapped on its own (`Intensity.apply`). A file whose channel count does not fit
+    `channels` (`seglab.data.channels.fits`) raises ChannelMismatch; other depths (32-bit float
+    or integer, signed) a DatasetError naming the file."""
+    rule = intensity or AUTO
+    bands = tiff_bands(data, name) if is_tiff(data) else None
+    if bands is not None:
+        if not fits(bands, channels):
+            raise mismatch(name, bands, channels, "the model")
+        return rule.apply(read_bands(data, name), name, per_band=True)
+    found = file_channels(data, name) if channels != 3 else 3
+    if found and not fits(found, channels):
+        raise mismatch(name, found, channels, "the model")
+    image = _decode(data, name, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
+    if channels == 1:
+        return rule.apply(image, name)[..., None]
+    image = rule.apply(image, name)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode(data: bytes, name: str | Path, flag: int) -> np.ndarray:
     buffer = np.frombuffer(data, np.uint8)
-    with _quiet_libtiff(data[:4] in TIFF_MAGIC):
-        image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR) if data else None
+    with _quiet_libtiff(is_tiff(data)):
+        image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | flag) if data else None
     if image is None:
         raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if data else None
         if raw is not None:  # OpenCV reads it, but not as colour: a 32-bit float/integer TIFF
             raise unsupported_depth(name, f"{raw.dtype} values")
         raise DatasetError(f"{name}: cannot read image (missing, corrupt or unsupported format)")
-    image = (intensity or AUTO).apply(image, name)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _quiet = {"count": 0, "saved": 0}
 _quiet_lock = threading.Lock()
 
@@ -98,14 +119,17 @@ class SegmentationDataset(Dataset):
         transform: Transform | None,
         background_index: int | None = None,
         intensity: Intensity | None = None,
+        channels: int = 3,
     ):
         """`background_index` fills samples that have no mask file (missing_masks=background);
-        `intensity` maps >8-bit images to uint8 (`data.intensity`; default `auto`)."""
+        `intensity` maps >8-bit images to uint8 (`data.intensity`; default `auto`); images are
+        read with `channels` (`model.in_channels`, see `decode_image`)."""
         self.samples = list(samples)
         self.decoder = decoder
         self.transform = transform
         self.background_index = background_index
         self.intensity = intensity or AUTO
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -113,7 +137,7 @@ class SegmentationDataset(Dataset):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw image and its class-index mask, before any transform."""
         sample = self.samples[i]
-        image = read_image(sample.image, self.intensity)
+        image = read_image(sample.image, self.intensity, self.channels)
         if sample.mask is None:
             if self.background_index is None:
                 raise DatasetError(f"{sample.image}: no mask and no background class to fill in")
@@ -128,7 +152,7 @@ class SegmentationDataset(Dataset):
         return image, mask
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        """uint8 image (3, H, W), the mask in its decoded dtype (8x fewer bytes between
+        """uint8 image (C, H, W), the mask in its decoded dtype (8x fewer bytes between
         processes than int64; the module converts both on the device), and the sample's
         index, which names the image in per-image results (the report's gallery)."""
         image, mask = self.load(i)

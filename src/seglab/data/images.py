@@ -16,6 +16,9 @@ benchmarks/README.md, "the dataset scan"):
 Not detected: damage inside a JPEG's compressed data when the file still ends properly (JPEG has
 no checksum; decoders show it as garbled blocks and so does CVAT).
 
+Multi-band TIFFs (more bands than OpenCV and Pillow read, `seglab.data.channels`) are checked
+and decoded in full by tifffile instead.
+
 TIFFs of samples the reader cannot map to 8 bits (32-bit or signed integers, floats) are refused
 from their header tags (`tiff_depth_problem`).
 
@@ -31,8 +34,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from seglab.data.channels import is_tiff, read_bands, tiff_bands
 from seglab.data.errors import DatasetError
 from seglab.data.intensity import unsupported_depth
 
@@ -107,6 +112,10 @@ def check_image(
     full decode of formats other than JPEG to the caller's OpenCV decode, which fails on a
     truncated PNG or TIFF by itself (only a truncated JPEG decodes without an error).
     """
+    if is_tiff(data if data is not None else path):
+        bands = tiff_bands(data if data is not None else path, path)
+        if bands is not None:  # beyond Pillow and OpenCV: tifffile reads it
+            return _check_bands(path, limit, data, decode_all)
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as image:  # the header
             width, height = image.size
@@ -139,6 +148,29 @@ def check_image(
         raise DatasetError(
             f"{path}: cannot read image (corrupt or not an image: {err}); replace the file"
         ) from err
+    return width, height
+
+
+def _check_bands(path: Path, limit: int, data: bytes | None, decode_all: bool) -> tuple[int, int]:
+    """`check_image` for a multi-band TIFF (`seglab.data.channels`), by tifffile."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data) if data is not None else path) as tiff:
+            series = tiff.series[0]
+            dtype, shape, axes = series.dtype, series.shape, series.axes
+    except Exception as err:
+        raise DatasetError(
+            f"{path}: cannot read image (corrupt TIFF: {err}); replace the file"
+        ) from err
+    height, width = (shape[0], shape[1]) if axes == "YXS" else (shape[1], shape[2])
+    problem = too_large(path, "image", width, height, limit)
+    if problem:
+        raise DatasetError(problem)
+    if dtype not in (np.uint8, np.uint16):
+        raise unsupported_depth(path, f"{dtype} values")
+    if decode_all:
+        read_bands(data if data is not None else path, path)
     return width, height
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,13 @@ def summarize(export: SegmentationExport, report: ScanReport) -> dict[str, Any]:
     names = export.class_names
     splits = {}
     for split in export.splits:  # every sample of a split was scanned
+        channels = Counter(c for _, c in report.channels.get(split, []))
         splits[split] = {
             "images": report.images[split],
             "pixels": dict(zip(names, map(int, report.pixels[split]), strict=True)),
             "missing_classes": report.missing_classes(split),
+            # channel count -> images (`model.in_channels=auto` reads the train split's)
+            "channels": {str(c): n for c, n in sorted(channels.items())},
         }
     train = report.pixels.get("train")
     weights = weights_from_counts(train) if train is not None and train.any() else []
@@ -84,6 +88,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(
         "  " + f"{'images':<{width}}" + "".join(f"{i['images']:>10}" for i in splits.values())
     )
+    channels = [",".join(i.get("channels", {})) or "-" for i in splits.values()]
+    lines.append("  " + f"{'channels':<{width}}" + "".join(f"{c:>10}" for c in channels))
     for split, info in splits.items():
         if info["missing_classes"]:
             lines.append(f"  {split} has no pixels of: {', '.join(info['missing_classes'])}")

@@ -87,17 +87,27 @@ class Intensity:
             return self.rule
         return {self.rule: [self.low, self.high]}
 
-    def apply(self, image: np.ndarray, name: str | Path) -> np.ndarray:
+    def apply(self, image: np.ndarray, name: str | Path, per_band: bool = False) -> np.ndarray:
         """A decoded uint8 or uint16 image -> uint8 by this rule; other dtypes are refused.
         A grayscale file (which OpenCV repeats to 3 equal channels) is mapped on one channel,
         by its own percentiles, and repeated again: 3x less work, and the statistics of the
-        file's values."""
+        file's values.
+
+        `per_band` (multi-band TIFFs, `seglab.data.channels`): the percentile rules stretch
+        each band between its own percentiles. The bands of such files are separate
+        measurements (stains, spectral bands) whose ranges differ by orders of magnitude; one
+        stretch over all of them would leave the dim ones a few grey levels. A colour photo's
+        3 channels are stretched together instead, which keeps its colours. `range` and `shift`
+        are one fixed mapping either way."""
         if image.dtype not in SUPPORTED_DTYPES:
             raise unsupported_depth(name, f"{image.dtype} values")
         if self.rule == "auto" and image.dtype == np.uint8:
             return image
         if self.rule == "shift":
             return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
+        if per_band and image.ndim == 3 and self.rule != "range":
+            bands = [self._map(np.ascontiguousarray(image[..., c])) for c in range(image.shape[2])]
+            return np.stack(bands, axis=2)
         if image.ndim == 3 and all(
             np.array_equal(image[..., 0], image[..., c]) for c in range(1, image.shape[2])
         ):

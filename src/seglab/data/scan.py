@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from seglab.data.channels import file_channels
 from seglab.data.errors import DatasetError
 from seglab.data.images import check_image, max_image_pixels, pillow_limit_off, too_large
 from seglab.data.layouts import Sample, SegmentationExport
@@ -30,6 +31,8 @@ class ScanReport:
     class_names: list[str]
     images: dict[str, int] = field(default_factory=dict)  # split -> images
     sizes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # split -> [(h, w)]
+    # split -> [(image, channels)]: `model.in_channels: auto` (`seglab.data.channels`)
+    channels: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # split -> pixels per class
     unknown: dict[tuple[int, ...], list[int]] = field(default_factory=dict)  # value -> [px, files]
     problems: list[str] = field(default_factory=list)  # what training would reject
@@ -54,10 +57,13 @@ def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
             )
         )
     unknown_files: dict[tuple[int, ...], list[str]] = defaultdict(list)
-    for sample, (counts, unknown, problem, size) in zip(export.samples, results, strict=True):
+    for sample, (counts, unknown, problem, size, channels) in zip(
+        export.samples, results, strict=True
+    ):
         report.images[sample.split] = report.images.get(sample.split, 0) + 1
         if size is not None:
             report.sizes.setdefault(sample.split, []).append(size)
+            report.channels.setdefault(sample.split, []).append((str(sample.image), channels))
         totals = report.pixels.setdefault(sample.split, np.zeros(num_classes, np.int64))
         if counts is not None:
             totals += counts
@@ -95,33 +101,49 @@ def _scan_one(
     num_classes: int,
     background_index: int | None,
     limit: int,
-) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None, tuple[int, int] | None]:
-    """(pixels per class, unknown mask values, the problem, the image's (height, width))."""
+) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None, tuple[int, int] | None, int]:
+    """(pixels per class, unknown mask values, the problem, the image's (height, width), its
+    channel count)."""
     try:
         width, height = check_image(sample.image, limit)
+        channels = file_channels(sample.image, sample.image)
     except DatasetError as err:
-        return None, {}, str(err), None
+        return None, {}, str(err), None, 0
     size = (height, width)
+    result = _scan_mask(sample, decoder, num_classes, background_index, limit, size)
+    return (*result, size, channels)
+
+
+def _scan_mask(
+    sample: Sample,
+    decoder: MaskDecoder,
+    num_classes: int,
+    background_index: int | None,
+    limit: int,
+    size: tuple[int, int],
+) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None]:
+    """(pixels per class, unknown mask values, the problem) of the sample's mask."""
+    height, width = size
     if sample.mask is None:
         counts = np.zeros(num_classes, np.int64)
         counts[background_index] = width * height
-        return counts, {}, None, size
+        return counts, {}, None
     try:
         problem = _mask_too_large(sample, limit)
         if problem:
-            return None, {}, problem, size
+            return None, {}, problem
         decoded = decoder.decode(sample.mask)
     except DatasetError as err:
-        return None, {}, str(err), size
+        return None, {}, str(err)
     mask_h, mask_w = decoded.mask.shape
     if (mask_h, mask_w) != (height, width):
         problem = (
             f"{sample.mask}: mask is {mask_w}x{mask_h} but image {sample.image} is "
             f"{width}x{height} (WxH)"
         )
-        return None, {}, problem, size
+        return None, {}, problem
     counts = np.bincount(decoded.mask.ravel(), minlength=num_classes)[:num_classes]
-    return counts.astype(np.int64), decoded.unknown, None, size
+    return counts.astype(np.int64), decoded.unknown, None
 
 
 def _mask_too_large(sample: Sample, limit: int) -> str | None:

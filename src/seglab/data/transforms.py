@@ -10,6 +10,8 @@ own resolution.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
+from seglab.console import say
 from seglab.preprocessing import fit_size, letterbox
 
 
@@ -30,6 +33,7 @@ def build_train_transform(
     scale_range: Sequence[float] = (1.0, 1.0),
     ignore_index: int = 255,
     crop_size: Sequence[int] | None = None,
+    channels: int = 3,
 ) -> A.Compose:
     """Geometry first, then the configured augmentations (each a `_target_` dict), then tensors.
 
@@ -39,6 +43,11 @@ def build_train_transform(
     where it is smaller than `crop_size` (default: `image_size`) and cropped at a random place
     where it is larger. A crop smaller than the image trains at the evaluation scale on fewer
     pixels per sample: more optimizer steps in the same time.
+
+    Images of `channels` other than 3 leave out, with a printed note, each configured
+    transform that cannot take them (`usable`): albumentations' colour transforms
+    (ColorJitter, HueSaturationValue, ToGray, CLAHE, RGBShift, ...) need RGB, while geometry
+    and the intensity ones (RandomBrightnessContrast, RandomGamma, GaussNoise) take any count.
     """
     height, width = (int(v) for v in image_size)
     crop_h, crop_w = (int(v) for v in (crop_size or image_size))
@@ -62,7 +71,31 @@ def build_train_transform(
         A.RandomCrop(height=crop_h, width=crop_w),
     ]
     steps = [instantiate(cfg, _convert_="all") for cfg in augmentations]
+    if channels != 3:
+        steps = [step for step in steps if usable(step, channels)]
     return A.Compose([*geometry, *steps, ToTensorV2()])
+
+
+def usable(step: Any, channels: int) -> bool:
+    """Whether an albumentations transform runs on `channels`-channel uint8 images: tried once,
+    forced on, on a small random image. A transform that fails is left out, and said so (its
+    own message names what it needs); the run goes on with the rest."""
+    trial = copy.deepcopy(step)
+    trial.p = 1.0
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, channels), dtype=np.uint8)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = trial(image=image, mask=np.zeros((32, 32), np.uint8))["image"]
+        if out.shape[-1] != channels and getattr(out, "ndim", 0) == 3:
+            raise ValueError(f"it returned {out.shape[-1]} channels")
+    except Exception as err:  # albumentations raises TypeError, ValueError, ...
+        say(
+            f"augmentation.train: left out {type(step).__name__} for {channels}-channel images "
+            f"({str(err).strip()[:120]}); list only transforms that take them to silence this"
+        )
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,9 @@ def load_encoder_weights(encoder: nn.Module, path: str, encoder_name: str) -> No
 
     Accepted: the encoder's own state dict (`torch.save(model.encoder.state_dict(), f)`), a
     whole smp model's (keys `encoder.*`), or a classification network's whose head (`fc.*`,
-    `classifier.*`, ...) is left out. Any other missing, unexpected or mis-shaped key is an
-    error naming the keys.
+    `classifier.*`, ...) is left out. RGB weights for an encoder of other `in_channels` have
+    their first convolution adapted (`adapt_first_conv`). Any other missing, unexpected or
+    mis-shaped key is an error naming the keys.
     """
     file = Path(to_absolute_path(path))
     where = f"model.encoder_weights={path}"
@@ -178,6 +179,7 @@ def load_encoder_weights(encoder: nn.Module, path: str, encoder_name: str) -> No
     expected = encoder.state_dict()
     head = sorted(k for k in state if k not in expected and k.startswith(HEAD_PREFIXES))
     state = {k: v for k, v in state.items() if k not in head}
+    adapted = adapt_first_conv(state, expected)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(
@@ -202,4 +204,39 @@ def load_encoder_weights(encoder: nn.Module, path: str, encoder_name: str) -> No
         )
     encoder.load_state_dict(state)
     note = f" (classification head left out: {', '.join(head)})" if head else ""
+    if adapted:
+        channels = expected[adapted].shape[1]
+        note += f" ({adapted} adapted from 3 input channels to {channels}, as smp adapts)"
     say(f"encoder {encoder_name!r}: loaded {len(state)} tensors from {file}{note}")
+
+
+def adapt_first_conv(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> str | None:
+    """Adapt, in `state`, the one 3-input-channel convolution weight that the encoder expects
+    with another input count, exactly as smp adapts pretrained weights it downloads
+    (`segmentation_models_pytorch.encoders._utils.patch_first_conv`), so that a local weights
+    file starts an N-channel model as `encoder_weights=imagenet` would: for 1 channel the RGB
+    kernels summed (a grey image then gives the response RGB weights give a grey RGB image);
+    for N channels the RGB kernels repeated cyclically and scaled by 3/N (the summed response
+    keeps its size). Returns the adapted key, or None (nothing to adapt)."""
+    candidates = [
+        key
+        for key, value in state.items()
+        if key in expected
+        and value.ndim == 4
+        and value.shape[1] == 3
+        and expected[key].shape[1] != 3
+        and value.shape[0] == expected[key].shape[0]
+        and value.shape[2:] == expected[key].shape[2:]
+    ]
+    if len(candidates) != 1:
+        return None  # none, or ambiguous: the shape check names the keys
+    key = candidates[0]
+    weight, channels = state[key], expected[key].shape[1]
+    if channels == 1:
+        state[key] = weight.sum(1, keepdim=True)
+    else:
+        repeated = weight[:, [i % 3 for i in range(channels)]]
+        state[key] = repeated * (3 / channels)
+    return key

@@ -107,8 +107,20 @@ def _check_same_network(
         )
         if keys
     ]
+    inputs = [  # a first convolution of another input count: the images' channels differ
+        key for key in mis_shaped
+        if source[key].ndim == 4 and source[key].shape[0] == target[key].shape[0]
+        and source[key].shape[1] != target[key].shape[1]
+    ]  # fmt: skip
+    channels = (
+        f". Its network takes {source_model.get('in_channels', 3)}-channel images and this "
+        f"run's {target[inputs[0]].shape[1]} (model.in_channels, from the data): start from a "
+        "model trained on images of this run's channel count"
+        if len(inputs) == 1
+        else ""
+    )
     raise ConfigError(
         f"{KEY}={path}: its network ({trained}) is not the one this run builds: "
         f"{'; '.join(problems)} weights. Use the checkpoint's model.arch, model.encoder_name "
-        "and decoder options (only the classification head may differ)"
+        f"and decoder options (only the classification head may differ){channels}"
     )

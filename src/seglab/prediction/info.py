@@ -26,6 +26,9 @@ class ModelInfo:
     # data.intensity as stored (`seglab.data.intensity`); files written before it existed
     # read 16-bit images as seglab did then (LEGACY)
     intensity: str | dict[str, list[float]] = LEGACY
+    # model.in_channels: the channels every input image must have (`seglab.data.channels`);
+    # files written before it was stored all took 3
+    in_channels: int = 3
 
     @property
     def reader(self) -> Intensity:
@@ -56,6 +59,7 @@ class ModelInfo:
             seglab_version=str(hparams.get("seglab_version", "unknown")),
             arch=str(hparams["model"].get("arch", "unknown")),
             intensity=Intensity.parse(hparams.get("intensity", LEGACY), "intensity").to_config(),
+            in_channels=int(hparams["model"].get("in_channels", 3)),
         )
 
     def to_json(self) -> str:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from seglab.data.channels import ChannelMismatch
 from seglab.data.datamodule import resolve_workers
 from seglab.data.dataset import read_image
 from seglab.data.errors import DatasetError
@@ -115,16 +116,18 @@ WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
-def conversion_note(path: Path, intensity: Intensity | None = None) -> str | None:
-    """What reading `path` as 8-bit RGB changes (as training reads it, >8-bit images mapped by
-    `intensity`), for the report; it reads the header only."""
+def conversion_note(
+    path: Path, intensity: Intensity | None = None, channels: int = 3
+) -> str | None:
+    """What reading `path` as 8-bit images of `channels` changes (as training reads it, >8-bit
+    images mapped by `intensity`), for the report; it reads the header only."""
     try:
         with Image.open(path) as image:
             mode, transparent = image.mode, "transparency" in image.info
     except OSError:
         return None
     changes = []
-    if mode in GRAYSCALE_MODES:
+    if mode in GRAYSCALE_MODES and channels == 3:
         changes.append("grayscale (repeated to 3 channels)")
     if mode in WIDE_MODES:
         rule = (intensity or Intensity()).describe()
@@ -138,19 +141,23 @@ def conversion_note(path: Path, intensity: Intensity | None = None) -> str | Non
 
 class ImageFiles(Dataset):
     """Decodes images in loader workers, >8-bit ones mapped by `intensity` (the model's
-    `data.intensity`, as training read its images), and applies `prepare` (the Predictor's
+    `data.intensity`, as training read its images) and read with the model's `channels`, and
+    applies `prepare` (the Predictor's
     `preparer`: what the network input of each image needs, decided by the Predictor alone);
-    a file that cannot be read comes back as an error."""
+    a file that cannot be read comes back as an error, one of channels the model cannot take
+    as a fatal one (the caller raises it: every other image is likely the same)."""
 
     def __init__(
         self,
         paths: Sequence[Path],
         prepare: Callable[[np.ndarray], Any],
         intensity: Intensity | None = None,
+        channels: int = 3,
     ):
         self.paths = list(paths)
         self.prepare = prepare
         self.intensity = intensity
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -158,10 +165,12 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.paths[i]
         try:
-            image = read_image(path, self.intensity)
+            image = read_image(path, self.intensity, self.channels)
+        except ChannelMismatch as err:  # the wrong model for these images: the run stops
+            return {"index": i, "error": str(err), "fatal": True}
         except DatasetError as err:
             return {"index": i, "error": str(err)}
-        note = conversion_note(path, self.intensity)
+        note = conversion_note(path, self.intensity, self.channels)
         return {"index": i, "image": self.prepare(image), "note": note}
 
 

@@ -3,10 +3,10 @@ and the onnxruntime backend of the Predictor, which reuses every pre- and post-p
 of the torch backend: the classes, colours, normalisation and input size travel in the ONNX
 model's metadata (a ModelInfo).
 
-The graph maps a normalised float32 image batch `image` (N, 3, H, W) to `logits` (N, C, H, W),
-with N, H and W dynamic (H and W multiples of 32). Architectures whose pooling cannot follow a
-dynamic size (PSPNet and UPerNet's adaptive pooling) are written for the training size only,
-and the metadata says so.
+The graph maps a normalised float32 image batch `image` (N, in_channels, H, W) to `logits`
+(N, C, H, W), with N, H and W dynamic (H and W multiples of 32). Architectures whose pooling
+cannot follow a dynamic size (PSPNet and UPerNet's adaptive pooling) are written for the
+training size only, and the metadata says so.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def write_onnx(
     module, info = load_checkpoint(ckpt, torch.device("cpu"))
     network = module.net.to(memory_format=torch.contiguous_format).eval()
     height, width = info.image_size
+    channels = info.in_channels
     other_size = (height + SIZE_MULTIPLE, width + 2 * SIZE_MULTIPLE)
 
     report = OnnxReport(output, opset, dynamic_size=True)
@@ -86,7 +87,11 @@ def write_onnx(
         _write_graph(network, info, partial, opset, dynamic_size=True)
         try:
             report.checks = _parity(
-                network, partial, [(1, 3, height, width), (2, 3, *other_size)], tolerance, output
+                network,
+                partial,
+                [(1, channels, height, width), (2, channels, *other_size)],
+                tolerance,
+                output,
             )
         except Exception as err:  # runtime shape errors and mismatches alike
             report.notes.append(
@@ -96,7 +101,11 @@ def write_onnx(
             report.dynamic_size = False
             _write_graph(network, info, partial, opset, dynamic_size=False)
             report.checks = _parity(
-                network, partial, [(1, 3, height, width), (2, 3, height, width)], tolerance, output
+                network,
+                partial,
+                [(1, channels, height, width), (2, channels, height, width)],
+                tolerance,
+                output,
             )
     return report
 
@@ -110,7 +119,7 @@ def _write_graph(
     dims = {0: torch.export.Dim.DYNAMIC}
     if dynamic_size:
         dims |= {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-    example = torch.randn(2, 3, height, width)
+    example = torch.randn(2, info.in_channels, height, width)
     try:
         program = torch.onnx.export(
             network,

@@ -1,7 +1,8 @@
-"""The Predictor: RGB uint8 images of any size -> logits, class masks or probabilities at each
-image's own size, with the preprocessing the network was trained with (`seglab.preprocessing`).
+"""The Predictor: uint8 images (RGB, or the model's `in_channels`) of any size -> logits, class
+masks or probabilities at each image's own size, with the preprocessing the network was
+trained with (`seglab.preprocessing`).
 
-The network is any callable from a normalised (N, 3, H, W) float tensor to (N, C, H, W) logits,
+The network is any callable from a normalised (N, C, H, W) float tensor to (N, C, H, W) logits,
 so a checkpoint (torch) and an ONNX model (onnxruntime) share every step around it. The
 Predictor alone decides what the network sees of an image (mode, size, scales); a loader that
 wants that work done in its worker processes calls `predictor.preparer`, a picklable function
@@ -56,9 +57,10 @@ class InputPreparer:
     `resize` mode. Small and picklable (no network), unlike the Predictor."""
 
     input_size: tuple[int, int] | None
+    channels: int = 3  # the model's in_channels
 
     def __call__(self, image: np.ndarray) -> Prepared:
-        check_image(image)
+        check_image(image, self.channels)
         if self.input_size is None:
             return Prepared(image)
         return Prepared(image, letterbox(image, self.input_size))
@@ -116,7 +118,8 @@ class Predictor:
     @property
     def preparer(self) -> InputPreparer:
         """The per-image work a loader may do in its workers (see `Prepared`)."""
-        return InputPreparer(self.input_size(self.scales[0]) if self.mode == "resize" else None)
+        size = self.input_size(self.scales[0]) if self.mode == "resize" else None
+        return InputPreparer(size, self.info.in_channels)
 
     @torch.inference_mode()
     def logits(self, images: Sequence[np.ndarray | Prepared]) -> list[torch.Tensor]:
@@ -244,18 +247,21 @@ class Predictor:
             return self.network(x).float()
 
 
-def check_image(image: np.ndarray) -> None:
-    """The Predictor's input contract, checked before any work: RGB uint8 (H, W, 3)."""
+def check_image(image: np.ndarray, channels: int = 3) -> None:
+    """The Predictor's input contract, checked before any work: uint8 (H, W, channels), the
+    model's `in_channels` (RGB for 3)."""
     valid = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-    if not valid or image.shape[2] != 3:
+    if not valid or image.shape[2] != channels:
         found = (
             f"{image.dtype} array of shape {image.shape}"
             if isinstance(image, np.ndarray)
             else type(image).__name__
         )
+        kind = "RGB uint8" if channels == 3 else "uint8"
         raise ConfigError(
-            f"the Predictor takes RGB uint8 images of shape (height, width, 3), got a {found}; "
-            "read files with seglab.data.dataset.read_image"
+            f"the Predictor takes {kind} images of shape (height, width, {channels}) (the "
+            f"model's in_channels), got a {found}; read files with "
+            f"seglab.data.dataset.read_image(path, info.reader, info.in_channels)"
         )
 
 

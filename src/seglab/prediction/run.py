@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from seglab.atomic import remove_stale
 from seglab.console import say
+from seglab.data.channels import ChannelMismatch
 from seglab.errors import ConfigError
 from seglab.prediction.inputs import ImageFiles, check_output_names, find_inputs, loader_workers
 from seglab.prediction.load import load_predictor
@@ -83,7 +84,8 @@ def predict_images(
 ) -> Iterator[tuple[Path, np.ndarray, torch.Tensor]]:
     """(path, RGB image, logits at its size) per readable image, decoded and prepared by
     loader workers and predicted in batches; unreadable files go into `report`, skipped."""
-    dataset = ImageFiles(paths, predictor.preparer, predictor.info.reader)
+    info = predictor.info
+    dataset = ImageFiles(paths, predictor.preparer, info.reader, info.in_channels)
     loader = DataLoader(
         dataset,
         batch_size=predictor.batch_size,
@@ -97,6 +99,8 @@ def predict_images(
             ready = []
             for item in batch:
                 path = dataset.paths[item["index"]]
+                if item.get("fatal"):
+                    raise ChannelMismatch(item["error"])
                 if "error" in item:
                     report.unreadable.append((path, item["error"]))
                     bar.console.print(f"[seglab] skipped unreadable {item['error']}")
@@ -122,7 +126,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     info = predictor.info
     inputs = find_inputs(to_absolute_path(str(cfg.input)))
     check_output_names(inputs)
-    writer = MaskWriter(output, list(cfg.outputs), info, float(cfg.overlay_alpha))
+    bands = cfg.get("overlay_bands")
+    writer = MaskWriter(
+        output, list(cfg.outputs), info, float(cfg.overlay_alpha), list(bands) if bands else None
+    )
     labels = LabelFiles(to_absolute_path(str(cfg.labels)), info) if cfg.labels else None
     scoring = Scoring(labels, info) if labels is not None else None
     output.mkdir(parents=True, exist_ok=True)

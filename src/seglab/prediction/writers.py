@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from seglab.atomic import atomic_write, remove_stale
+from seglab.data.channels import display_rgb
 from seglab.data.cvat_writer import CvatWriter
 from seglab.data.masks import colorize
 from seglab.errors import ConfigError
@@ -26,7 +27,17 @@ CVAT_ZIP = "cvat_export.zip"
 class MaskWriter:
     """Writes each image's requested outputs next to its mirrored path under `output`."""
 
-    def __init__(self, output: Path, kinds: Sequence[str], info: ModelInfo, alpha: float):
+    def __init__(
+        self,
+        output: Path,
+        kinds: Sequence[str],
+        info: ModelInfo,
+        alpha: float,
+        bands: Sequence[int] | None = None,
+    ):
+        """`bands`: the three bands of an image the overlay shows as RGB (`overlay_bands`;
+        `seglab.data.channels.display_rgb`: by default RGB as it is, grayscale repeated, the
+        first three bands of other images)."""
         unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
         if unknown or not kinds:
             raise ConfigError(f"outputs={list(kinds)}: choose from {list(OUTPUT_KINDS)}")
@@ -34,6 +45,9 @@ class MaskWriter:
             raise ConfigError(f"overlay_alpha={alpha}: give the mask's weight in [0, 1]")
         self.output, self.kinds, self.alpha = output, set(kinds), alpha
         self.palette = np.asarray(info.colors, np.uint8)
+        self.bands = list(bands) if bands is not None else None
+        if self.bands is not None:  # a wrong choice fails before any image is predicted
+            display_rgb(np.zeros((1, 1, info.in_channels), np.uint8), self.bands)
         self._folders: set[Path] = set()  # created and cleaned of stale partial files
 
     def write(
@@ -48,7 +62,8 @@ class MaskWriter:
             if "color" in self.kinds:
                 _imwrite(stem.with_name(f"{stem.name}_color.png"), color[..., ::-1])
             if "overlay" in self.kinds:
-                blended = cv2.addWeighted(image, 1.0 - self.alpha, color, self.alpha, 0.0)
+                shown = display_rgb(image, self.bands)
+                blended = cv2.addWeighted(shown, 1.0 - self.alpha, color, self.alpha, 0.0)
                 _imwrite(stem.with_name(f"{stem.name}_overlay.jpg"), blended[..., ::-1])
         if "probs" in self.kinds:
             probs = to_probabilities(logits).half().cpu().numpy()

@@ -31,6 +31,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from seglab.atomic import atomic_write_bytes, new_partial_dir, partial_name
+from seglab.data.channels import display_rgb
 from seglab.metrics import image_miou
 
 GALLERY_DIR = "gallery"
@@ -155,7 +156,7 @@ def gallery_strip(
     """RGB panels side by side, `height` pixels high: image | truth | prediction | errors.
     `predicted` may be smaller than the image (kept shrunk); the others are brought to it."""
     size = predicted.shape[:2]
-    image = cv2.resize(image[..., :3], size[::-1], interpolation=cv2.INTER_AREA)
+    image = cv2.resize(display_rgb(image), size[::-1], interpolation=cv2.INTER_AREA)
     truth = cv2.resize(truth, size[::-1], interpolation=cv2.INTER_NEAREST)
     ignored = truth == ignore
     errors = (image.astype(np.float32) * 0.35).astype(np.uint8)

@@ -237,7 +237,7 @@ def _prepare(data: bytes, name: str, predictor: Predictor, limits: Limits) -> Pr
     per-image preparation, here in the thread pool rather than in the inference thread."""
     try:
         check_image(Path(name), limits.max_image_pixels, data=data, decode_all=False)
-        image = decode_image(data, name, predictor.info.reader)
+        image = decode_image(data, name, predictor.info.reader, predictor.info.in_channels)
     except UserError as err:
         status = 413 if "over the limit" in str(err) else 400
         raise ApiError(status, str(err)) from None

@@ -80,6 +80,7 @@ class ServedModel:
                 for i, c in enumerate(info.classes)
             ],
             "input_size": list(info.image_size),
+            "in_channels": info.in_channels,  # what each uploaded image must have
             "mean": list(info.mean),
             "std": list(info.std),
             "seglab_version": info.seglab_version,
