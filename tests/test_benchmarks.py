@@ -133,6 +133,8 @@ def test_report_overhead(tmp_path: Path):
     assert [row["path"] for row in result["rows"]] == ["no report", "report"]
     assert all(row["median_s"] > 0 for row in result["rows"]) and result["redraw_ms"] > 0
     assert "| report |" in done.stdout and "write_run_report alone" in done.stdout
+    # The profiled run found the report's hooks, and they cost under the 5%.
+    assert result["callback_s"] > 0 and 0 < result["profiled_share"] < 0.05
 
 
 def test_bit_depth(tmp_path: Path):
