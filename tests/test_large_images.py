@@ -199,3 +199,22 @@ def test_a_large_slide_prediction_stays_under_a_memory_bound(tmp_path: Path):
     assert grown_mib < logits_mib / 3
     index = cv2.imread(str(tmp_path / "big_index.png"), cv2.IMREAD_UNCHANGED)
     assert index.shape == (height, width) and (tmp_path / "big_overlay.jpg").stat().st_size > 0
+
+
+def test_large_images_are_read_as_the_usual_path_reads_them(tmp_path: Path):
+    """`read_large_image` decodes 8-bit files into one array (no copy of the whole image) and
+    hands 16-bit ones to `read_image`: the same pixels either way."""
+    from seglab.data.dataset import read_image
+    from seglab.data.intensity import Intensity
+    from seglab.prediction.streaming import read_large_image
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (30, 40, 3), np.uint8)
+    deep = rgb.astype(np.uint16) * 200
+    files = {"a.jpg": rgb, "a.png": rgb, "a.tif": rgb, "gray.png": rgb[..., 0],
+             "deep.png": deep, "deep.tif": deep[..., 0]}  # fmt: skip
+    for name, array in files.items():
+        cv2.imwrite(str(tmp_path / name), array)
+        for intensity in (None, Intensity("shift"), Intensity("range", 0, 40000)):
+            want = read_image(tmp_path / name, intensity)
+            np.testing.assert_array_equal(read_large_image(tmp_path / name, intensity), want)

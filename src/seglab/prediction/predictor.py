@@ -236,10 +236,12 @@ class Predictor:
                 ]
             )
             for (i, top, left), logits in zip(chunk, self._run(batch), strict=True):
-                for strip in blends[i].add(top, left, logits):
+                for strip in blends[i].advance(top):
                     yield i, strip
+                blends[i].add(top, left, logits)
         for i, blend in enumerate(blends):
-            yield i, blend.finish()
+            for strip in blend.finish():
+                yield i, strip
 
     def _normalise(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Same-size uint8 HWC RGB images -> the normalised float batch training sees."""

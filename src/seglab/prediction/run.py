@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from seglab.atomic import remove_stale
 from seglab.console import say
 from seglab.data.cvat_writer import CvatWriter
-from seglab.data.dataset import read_image
 from seglab.data.errors import DatasetError
 from seglab.data.images import pillow_limit_off
 from seglab.errors import ConfigError
@@ -42,7 +41,7 @@ from seglab.prediction.load import load_predictor
 from seglab.prediction.pipeline import OrderedWriter, prefetched
 from seglab.prediction.predictor import Predictor, to_labels
 from seglab.prediction.scoring import LabelFiles, Scoring
-from seglab.prediction.streaming import predict_streamed, streamed
+from seglab.prediction.streaming import predict_streamed, read_large_image, streamed
 from seglab.prediction.writers import MaskWriter, cvat_zip
 
 FORMATS = (None, "cvat")
@@ -251,7 +250,7 @@ def read_large(path: Path, predictor: Predictor, report: Report) -> np.ndarray |
     """A large image as RGB uint8 (read as the usual path reads it), or None when unreadable
     (reported)."""
     try:
-        image = read_image(path, predictor.info.reader)
+        image = read_large_image(path, predictor.info.reader)
     except DatasetError as err:
         report.unreadable.append((path, str(err)))
         say(f"skipped unreadable {err}")

@@ -25,8 +25,16 @@ import numpy as np
 from PIL import Image
 
 from seglab.atomic import atomic_path
-from seglab.data.images import pillow_limit_off
+from seglab.data.dataset import read_image
+from seglab.data.images import (
+    EXIF_ORIENTATION,
+    ROTATED_90,
+    TIFF_BITS_PER_SAMPLE,
+    pillow_limit_off,
+)
+from seglab.data.intensity import Intensity
 from seglab.data.masks import colorize, index_dtype
+from seglab.prediction.inputs import WIDE_MODES
 from seglab.prediction.predictor import Predictor, to_labels, to_probabilities
 from seglab.prediction.writers import MaskWriter, _imwrite
 
@@ -37,12 +45,54 @@ IDAT_BYTES = 1 << 20  # compressed data per IDAT chunk
 def image_pixels(path: Path) -> int | None:
     """Width x height from the file's header (nothing decoded), None when Pillow cannot tell:
     such a file goes the usual way, whose reader reports it if it is unreadable."""
+    header = _header(path)
+    return None if header is None else header[0] * header[1]
+
+
+def read_large_image(path: Path, intensity: Intensity | None) -> np.ndarray:
+    """An image as `read_image` reads it, decoded straight into one array: `read_image`
+    (`cv2.imdecode`) returns an array that OpenCV's Python binding copies, 2x the image at the
+    peak (1.5 GB for 16384x16384 RGB); `cv2.imread` into a given array does not. Channels are
+    swapped to RGB a block of rows at a time for the same reason. Only 8-bit files read with
+    `data.intensity` auto or shift (which leave 8-bit values as they are) go this way; others
+    (16-bit, a `range` rule) are read by `read_image`. Raises DatasetError naming the file."""
+    header = _header(path)
+    rule = "auto" if intensity is None else intensity.rule
+    if header is None or not header[2] or rule not in ("auto", "shift"):
+        return read_image(path, intensity)
+    width, height, _ = header
+    image = np.empty((height, width, 3), np.uint8)
+    try:
+        decoded = cv2.imread(str(path), image, cv2.IMREAD_COLOR)
+    except cv2.error:
+        decoded = None
+    if decoded is None or decoded.size == 0 or decoded.dtype != np.uint8:
+        return read_image(path, intensity)  # which raises the usual error if it cannot either
+    for top in range(0, decoded.shape[0], 256):
+        rows = decoded[top : top + 256]
+        cv2.cvtColor(rows, cv2.COLOR_BGR2RGB, dst=rows)
+    return decoded
+
+
+def _header(path: Path) -> tuple[int, int, bool] | None:
+    """(width, height, 8 bits or fewer per sample) as OpenCV will decode the file (EXIF turns
+    applied), from its header; None when Pillow cannot parse it."""
     try:
         with pillow_limit_off(), Image.open(path) as image:
             width, height = image.size
+            if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_90:
+                width, height = height, width
+            if image.format == "PNG":  # Pillow shows 16-bit RGB PNGs as mode RGB: ask IHDR
+                with open(path, "rb") as f:
+                    eight_bit = f.read(25)[24] <= 8
+            elif image.format == "TIFF":
+                bits = getattr(image, "tag_v2", {}).get(TIFF_BITS_PER_SAMPLE, 1)
+                eight_bit = max(bits if isinstance(bits, tuple) else (bits,)) <= 8
+            else:
+                eight_bit = image.format in ("JPEG", "MPO", "BMP") and image.mode not in WIDE_MODES
+            return width, height, eight_bit
     except Exception:  # any header Pillow cannot parse: OpenCV decides later
         return None
-    return width * height
 
 
 def streamed(paths: list[Path], limit: int | None) -> list[Path]:

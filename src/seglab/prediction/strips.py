@@ -15,16 +15,22 @@ checks this against that whole-image algorithm).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
+
+CHUNK_PIXELS = 1 << 20  # pixels per strip handed out: bounds the temporaries made from one
 
 
 class SlideAccumulator:
     """Blends one image's tile logits into strips of final logits, top to bottom.
 
-    `add` takes the tiles in `tile_starts` order (row of tiles by row of tiles) and returns the
-    strips that became final; `finish` returns the rest. Strips are `(top, logits)` with logits
-    (C, rows, width) float32 at the image's own width. The caller may reuse image rows above a
-    returned strip's end: no later tile reads them.
+    For each tile, in `tile_starts` order (row of tiles by row of tiles): first `advance(top)`,
+    which yields the strips that no tile from `top` on touches, then `add`. Strips are
+    `(top, logits)`, logits (C, rows, width) float32 at the image's own width, each of at most
+    ~`CHUNK_PIXELS` pixels, computed only when asked for (so that the caller's temporaries,
+    argmax and colours, stay that small too); `finish` yields the rest. The caller may reuse
+    image rows above a strip it was given: no later tile reads them.
     """
 
     def __init__(self, height: int, width: int, window: torch.Tensor):
@@ -37,35 +43,44 @@ class SlideAccumulator:
         self._sums: torch.Tensor | None = None  # (C, rows, cols), made by the first tile
         self._weights = torch.zeros((1, self._rows, self._cols), device=window.device)
 
-    def add(self, top: int, left: int, logits: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-        """Add one tile's (C, tile_h, tile_w) logits; returns the strips this made final."""
+    def advance(self, top: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """The rows above `top`, final once tiles start there; the buffer then moves down."""
         if top < self._top:
             raise ValueError(f"tile at row {top} after row {self._top}: give tiles top-down")
-        done = []
-        if top > self._top:  # rows above `top`: no tile still to come touches them
-            done.append(self._emit(top - self._top))
+        if top > self._top:
+            yield from self._emit(top - self._top)
+
+    def add(self, top: int, left: int, logits: torch.Tensor) -> None:
+        """One tile's (C, tile_h, tile_w) logits, at the top `advance` was last given."""
+        if top != self._top:
+            raise ValueError(f"tile at row {top}: call advance({top}) first")
         if self._sums is None:
             self._sums = logits.new_zeros((logits.shape[0], self._rows, self._cols))
-        row = top - self._top
-        self._sums[:, row : row + self.tile_h, left : left + self.tile_w] += logits * self.window
-        self._weights[:, row : row + self.tile_h, left : left + self.tile_w] += self.window
-        return done
+        window, h, w = self.window, self.tile_h, self.tile_w
+        self._sums[:, :h, left : left + w] += logits * window
+        self._weights[:, :h, left : left + w] += window
 
-    def finish(self) -> tuple[int, torch.Tensor]:
-        """The last strip: every row not yet returned."""
+    def finish(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """Every row not yet handed out."""
         if self._sums is None:
             raise ValueError("no tile was added")
-        return self._emit(self.height - self._top)
+        yield from self._emit(self.height - self._top)
 
-    def _emit(self, count: int) -> tuple[int, torch.Tensor]:
-        """The first `count` buffered rows as final logits; the buffer moves down by as many."""
+    def _emit(self, count: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """The first `count` buffered rows as final logits, a chunk at a time; then the buffer
+        moves down by as many rows, copied in pieces that do not overlap (no full-buffer
+        temporary)."""
         assert self._sums is not None
-        top = self._top
-        strip = (self._sums[:, :count] / self._weights[:, :count])[:, :, : self.width]
-        if count < self._rows:
-            self._sums[:, : self._rows - count] = self._sums[:, count:].clone()
-            self._weights[:, : self._rows - count] = self._weights[:, count:].clone()
-        self._sums[:, self._rows - count :] = 0
-        self._weights[:, self._rows - count :] = 0
+        sums, weights, rows = self._sums, self._weights, self._rows
+        step = max(1, CHUNK_PIXELS // self._cols)
+        for start in range(0, count, step):
+            stop = min(count, start + step)
+            strip = sums[:, start:stop] / weights[:, start:stop]
+            yield self._top + start, strip[:, :, : self.width]
+        for start in range(0, rows - count, count):
+            stop = min(rows - count, start + count)
+            sums[:, start:stop] = sums[:, start + count : stop + count]
+            weights[:, start:stop] = weights[:, start + count : stop + count]
+        sums[:, rows - count :] = 0
+        weights[:, rows - count :] = 0
         self._top += count
-        return top, strip
