@@ -72,7 +72,9 @@ class Predictor:
       does; the logits back at its own size (fast, the default);
     - `whole`: the image at its own size, padded to a multiple of 32 (detail of large images);
     - `slide`: tiles of the training size overlapping by `overlap`, logits blended with weights
-      that fall off towards each tile's border (large images, the scale the network learned).
+      that fall off towards each tile's border (large images, the scale the network learned);
+      `slide_strips` gives one image's slide logits strip by strip, in memory bounded by a
+      tile's height, for images whose whole-image logits would not fit.
     `flip` adds horizontally flipped inputs and `scales` resized ones; all are averaged as logits.
     """
 
