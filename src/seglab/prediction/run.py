@@ -172,7 +172,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 continue
             relative = inputs.relative(path)
             keep = scoring is not None or cvat is not None
-            predicted = predict_streamed(predictor, image, relative, writer, keep_labels=keep)
+            with _progress(bool(cfg.progress)) as bar:
+                rows = bar.add_task(f"rows of {path.name}", total=image.shape[0])
+                predicted = predict_streamed(
+                    predictor, image, relative, writer, keep, partial(bar.advance, rows)
+                )
             del image
             if predicted is not None:
                 save_scored(scoring, cvat, cfg, relative, path, predicted)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -180,10 +181,12 @@ def predict_streamed(
     relative: Path,
     writer: MaskWriter,
     keep_labels: bool = False,
+    on_rows: Callable[[int], None] | None = None,
 ) -> np.ndarray | None:
     """Predict one large RGB image strip by strip and write `writer`'s outputs for it as the
     strips come. `image` is used up: the overlay is blended into its rows. Returns the class
-    mask when `keep_labels` (scoring, the CVAT export need it; H x W bytes), else None."""
+    mask when `keep_labels` (scoring, the CVAT export need it; H x W bytes), else None;
+    `on_rows(n)` is told of every n rows written (a progress bar)."""
     height, width = image.shape[:2]
     stem = writer.stem(relative)
     kinds = writer.kinds
@@ -220,6 +223,8 @@ def predict_streamed(
                     cv2.addWeighted(part, 1.0 - writer.alpha, colored, writer.alpha, 0.0, dst=part)
             if probs is not None:
                 probs.write(top, to_probabilities(logits).half().cpu().numpy())
+            if on_rows is not None:
+                on_rows(len(rows))
         for png in pngs.values():
             png.close()
         if "overlay" in kinds:
