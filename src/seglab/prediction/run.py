@@ -158,9 +158,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         saving = OrderedWriter()
         try:
             usual = [path for path in inputs.images if path not in set_of_large]
-            for path, image, logits in predict_images(
-                predictor, usual, cfg.num_workers, report, bool(cfg.progress)
-            ):
+            predicted_usually = (
+                predict_images(predictor, usual, cfg.num_workers, report, bool(cfg.progress))
+                if usual
+                else iter(())
+            )
+            for path, image, logits in predicted_usually:
                 predicted = to_labels(logits, predictor.num_classes)
                 saving.submit(partial(save, path, image, predicted, logits))
                 written += 1
