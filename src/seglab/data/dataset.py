@@ -47,8 +47,7 @@ def decode_image(data: bytes, name: str | Path, intensity: Intensity | None = No
             raise unsupported_depth(name, f"{raw.dtype} values")
         raise DatasetError(f"{name}: cannot read image (missing, corrupt or unsupported format)")
     image = (intensity or AUTO).apply(image, name)
-    # In place: a 20000x20000 image is 1.2 GB, which a second copy would double.
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
