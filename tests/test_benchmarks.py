@@ -162,3 +162,14 @@ def test_bit_depth(tmp_path: Path):
     copies = sorted(p.name for p in (tmp_path / "runs").glob("*/export8/JPEGImages/*"))
     assert copies == sorted(f"{p.stem}.png" for p in (data16 / "JPEGImages").iterdir())
     assert "| 8bit |" in done.stdout
+
+
+def test_huge_slide(tmp_path: Path):
+    """Both paths run as real predict.py processes; the huge one is streamed (its own
+    stream_pixels between the two sizes) and its peak memory is measured per process."""
+    stdout, result = run_benchmark("huge_slide", tmp_path / "r.json")
+    small, huge = result["rows"]
+    assert small["path"] == "2 images of 256x256" and huge["path"] == "1 image of 768x768"
+    assert small["ratio"] == 1.0 and huge["mpx_per_s"] > 0 and huge["megapixels"] == 0.59
+    assert 100 < huge["peak_rss_mib"] < 4096 and small["peak_rss_mib"] > 100
+    assert "| 1 image of 768x768 |" in stdout and "peak RSS" in stdout

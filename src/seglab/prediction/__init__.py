@@ -10,8 +10,10 @@
 Modules, one concept each: `info` (ModelInfo: classes, size, normalisation), `checkpoint`
 (a .ckpt -> network), `onnx` (a checkpoint as an ONNX model, and that model as a network),
 `load` (a path -> Predictor), `predictor` (modes, TTA, the preprocessing of
-`seglab.preprocessing`), `geometry` (padding, tiles), `inputs` (finding and decoding images),
-`writers` (masks, probabilities, the CVAT zip), `scoring` (`labels=`), `run` (predict.py).
+`seglab.preprocessing`), `geometry` (padding, tiles), `strips` (slide blending, strip by
+strip), `inputs` (finding and decoding images), `writers` (masks, probabilities, the CVAT zip),
+`streaming` (huge images: outputs written as their strips are predicted), `scoring`
+(`labels=`), `run` (predict.py).
 """
 
 from seglab.prediction.checkpoint import load_checkpoint

@@ -12,7 +12,7 @@ from an image to a `Prepared` one, and hands the results back to `logits`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ from seglab.prediction.geometry import (
     tile_window,
 )
 from seglab.prediction.info import ModelInfo
+from seglab.prediction.strips import SlideAccumulator
 from seglab.preprocessing import (
     fit_size,
     images_to_batch,
@@ -73,7 +74,9 @@ class Predictor:
       does; the logits back at its own size (fast, the default);
     - `whole`: the image at its own size, padded to a multiple of 32 (detail of large images);
     - `slide`: tiles of the training size overlapping by `overlap`, logits blended with weights
-      that fall off towards each tile's border (large images, the scale the network learned).
+      that fall off towards each tile's border (large images, the scale the network learned);
+      `slide_strips` gives one image's slide logits strip by strip, in memory bounded by a
+      tile's height, for images whose whole-image logits would not fit.
     `flip` adds horizontally flipped inputs and `scales` resized ones; all are averaged as logits.
     """
 
@@ -186,22 +189,45 @@ class Predictor:
                 out[i] = image_logits
         return out
 
+    @torch.inference_mode()
+    def slide_strips(self, image: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+        """`slide` logits of one image as (top, (C, rows, width) float32) strips, top to bottom,
+        in memory bounded by a tile's height (`strips.SlideAccumulator`): how predict.py predicts
+        images too large for whole-image logits. The strips are exactly `logits([image])` in
+        slide mode; TTA scales would need whole-image logits to resize, so they are refused.
+        The image rows above a strip are never read again once it is yielded."""
+        check_image(image)
+        if self.scales != (1.0,):
+            raise ConfigError(
+                f"tta.scales={list(self.scales)}: strip-by-strip slide prediction takes the image "
+                "at its own scale only; give tta.scales=[1.0]"
+            )
+        for _, strip in self._slide_tiles([image]):
+            yield strip
+
     def _slide(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Blend the logits of overlapping training-size tiles; an image smaller than a tile is
         padded up to it. Tiles of all the images fill the forward passes together."""
+        strips: list[list[torch.Tensor]] = [[] for _ in images]
+        for i, (_, logits) in self._slide_tiles(images):
+            strips[i].append(logits)
+        return [torch.cat(parts, dim=1) for parts in strips]
+
+    def _slide_tiles(
+        self, images: Sequence[np.ndarray]
+    ) -> Iterator[tuple[int, tuple[int, torch.Tensor]]]:
+        """(image index, (top, logits strip)) as the strips of each image become final: tiles
+        of all the images in `tile_starts` order, `batch_size` to a forward pass, blended by one
+        `SlideAccumulator` per image."""
         tile_h, tile_w = self.info.image_size
         window = tile_window(tile_h, tile_w, self.overlap, self.device)
-        tiles = [  # (image, top, left) of every tile
+        tiles = [  # (image, top, left) of every tile, row of tiles by row of tiles
             (i, top, left)
             for i, image in enumerate(images)
             for top in tile_starts(image.shape[0], tile_h, self.overlap)
             for left in tile_starts(image.shape[1], tile_w, self.overlap)
         ]
-        sums: list[torch.Tensor | None] = [None] * len(images)
-        weights = [
-            torch.zeros((1, max(im.shape[0], tile_h), max(im.shape[1], tile_w)), device=self.device)
-            for im in images
-        ]
+        blends = [SlideAccumulator(im.shape[0], im.shape[1], window) for im in images]
         for start in range(0, len(tiles), self.batch_size):
             chunk = tiles[start : start + self.batch_size]
             batch = torch.cat(
@@ -215,14 +241,12 @@ class Predictor:
                 ]
             )
             for (i, top, left), logits in zip(chunk, self._run(batch), strict=True):
-                if sums[i] is None:
-                    sums[i] = logits.new_zeros((logits.shape[0], *weights[i].shape[1:]))
-                sums[i][:, top : top + tile_h, left : left + tile_w] += logits * window
-                weights[i][:, top : top + tile_h, left : left + tile_w] += window
-        return [
-            (total / weight)[:, : image.shape[0], : image.shape[1]]
-            for total, weight, image in zip(sums, weights, images, strict=True)
-        ]
+                for strip in blends[i].advance(top):
+                    yield i, strip
+                blends[i].add(top, left, logits)
+        for i, blend in enumerate(blends):
+            for strip in blend.finish():
+                yield i, strip
 
     def _normalise(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Same-size uint8 HWC RGB images -> the normalised float batch training sees."""

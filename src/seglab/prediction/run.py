@@ -27,12 +27,22 @@ from torch.utils.data import DataLoader
 from seglab.atomic import remove_stale
 from seglab.console import say
 from seglab.data.channels import ChannelMismatch
+from seglab.data.cvat_writer import CvatWriter
+from seglab.data.errors import DatasetError
+from seglab.data.images import pillow_limit_off
 from seglab.errors import ConfigError
-from seglab.prediction.inputs import ImageFiles, check_output_names, find_inputs, loader_workers
+from seglab.prediction.inputs import (
+    ImageFiles,
+    check_output_names,
+    conversion_note,
+    find_inputs,
+    loader_workers,
+)
 from seglab.prediction.load import load_predictor
 from seglab.prediction.pipeline import OrderedWriter, prefetched
 from seglab.prediction.predictor import Predictor, to_labels
 from seglab.prediction.scoring import LabelFiles, Scoring
+from seglab.prediction.streaming import predict_streamed, read_large_image, streamed
 from seglab.prediction.writers import MaskWriter, cvat_zip
 
 FORMATS = (None, "cvat")
@@ -145,25 +155,42 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     def save(path: Path, image: np.ndarray, predicted: np.ndarray, logits: torch.Tensor) -> None:
         relative = inputs.relative(path)
         writer.write(relative, image, predicted, logits)
-        if scoring is not None:
-            scoring.add(relative, path, predicted)
-        if cvat is not None:
-            original = (path.read_bytes(), path.suffix) if cfg.cvat_images else None
-            cvat.add(relative.with_suffix("").as_posix(), predicted, image=original)
+        save_scored(scoring, cvat, cfg, relative, path, predicted)
 
+    large = large_images(cfg, predictor, inputs.images)
+    set_of_large = set(large)
     written = 0
     start = time.perf_counter()
     with cvat or nullcontext():
         saving = OrderedWriter()
         try:
-            for path, image, logits in predict_images(
-                predictor, inputs.images, cfg.num_workers, report, bool(cfg.progress)
-            ):
+            usual = [path for path in inputs.images if path not in set_of_large]
+            predicted_usually = (
+                predict_images(predictor, usual, cfg.num_workers, report, bool(cfg.progress))
+                if usual
+                else iter(())
+            )
+            for path, image, logits in predicted_usually:
                 predicted = to_labels(logits, predictor.num_classes)
                 saving.submit(partial(save, path, image, predicted, logits))
                 written += 1
         finally:
             saving.finish()  # every file written (or the first error raised) before the zip closes
+        for path in large:  # one at a time, its outputs streamed as its strips are predicted
+            image = read_large(path, predictor, report)
+            if image is None:
+                continue
+            relative = inputs.relative(path)
+            keep = scoring is not None or cvat is not None
+            with _progress(bool(cfg.progress)) as bar:
+                rows = bar.add_task(f"rows of {path.name}", total=image.shape[0])
+                predicted = predict_streamed(
+                    predictor, image, relative, writer, keep, partial(bar.advance, rows)
+                )
+            del image
+            if predicted is not None:
+                save_scored(scoring, cvat, cfg, relative, path, predicted)
+            written += 1
     seconds = time.perf_counter() - start
 
     for note, count in sorted(report.conversions.items()):
@@ -195,6 +222,63 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if scoring is not None:
         summary["metrics"] = scoring.finish(output)
     return summary
+
+
+def save_scored(
+    scoring: Scoring | None,
+    cvat: CvatWriter | None,
+    cfg: DictConfig,
+    relative: Path,
+    path: Path,
+    predicted: np.ndarray,
+) -> None:
+    """An image's mask into the scores (`labels=`) and the CVAT zip (`format=cvat`)."""
+    if scoring is not None:
+        scoring.add(relative, path, predicted)
+    if cvat is not None:
+        original = (path.read_bytes(), path.suffix) if cfg.cvat_images else None
+        cvat.add(relative.with_suffix("").as_posix(), predicted, image=original)
+
+
+def large_images(cfg: DictConfig, predictor: Predictor, paths: Sequence[Path]) -> list[Path]:
+    """`mode=slide` images of more than `stream_pixels` pixels (from their headers): predicted
+    strip by strip with their outputs streamed (`seglab.prediction.streaming`), so that no
+    full-image float logits exist. Refused up front with TTA scales, which need them. Only for
+    3-channel models shown as RGB: other channel counts and `overlay_bands` take the usual path."""
+    limit = cfg.get("stream_pixels")
+    if predictor.mode != "slide" or limit is None:
+        return []
+    if predictor.info.in_channels != 3 or cfg.get("overlay_bands") is not None:
+        return []
+    if int(limit) < 1:
+        raise ConfigError(f"stream_pixels={limit}: give a number of pixels, or null for never")
+    large = streamed(list(paths), int(limit))
+    if large and predictor.scales != (1.0,):
+        raise ConfigError(
+            f"{large[0]}: {len(large)} image(s) over stream_pixels={limit} pixels are predicted "
+            "strip by strip, at their own scale only, but tta.scales="
+            f"{list(predictor.scales)}. Give tta.scales=[1.0], or raise stream_pixels (their "
+            "whole-image float logits must then fit in memory)"
+        )
+    return large
+
+
+def read_large(path: Path, predictor: Predictor, report: Report) -> np.ndarray | None:
+    """A large image as RGB uint8 (read as the usual path reads it), or None when unreadable
+    (reported)."""
+    try:
+        image = read_large_image(path, predictor.info.reader)
+    except DatasetError as err:
+        report.unreadable.append((path, str(err)))
+        say(f"skipped unreadable {err}")
+        return None
+    with pillow_limit_off():
+        note = conversion_note(path, predictor.info.reader)
+    if note:
+        report.conversions[note] += 1
+    height, width = image.shape[:2]
+    say(f"{path}: {width}x{height}, predicted strip by strip (over stream_pixels)")
+    return image
 
 
 def summary_line(summary: dict[str, Any]) -> str:

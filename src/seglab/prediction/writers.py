@@ -53,8 +53,7 @@ class MaskWriter:
     def write(
         self, relative: Path, image: np.ndarray, labels: np.ndarray, logits: torch.Tensor
     ) -> None:
-        stem = self.output / relative.with_suffix("")
-        self._prepare_folder(stem.parent)
+        stem = self.stem(relative)
         if "index" in self.kinds:
             _imwrite(stem.with_name(f"{stem.name}_index.png"), labels)
         if {"color", "overlay"} & self.kinds:
@@ -68,6 +67,13 @@ class MaskWriter:
         if "probs" in self.kinds:
             probs = to_probabilities(logits).half().cpu().numpy()
             atomic_write(stem.with_name(f"{stem.name}_probs.npy"), lambda p: np.save(p, probs))
+
+    def stem(self, relative: Path) -> Path:
+        """The path of `relative`'s outputs less their `_index.png`-like endings, its folder
+        ready (also for `seglab.prediction.streaming`, which writes the same files)."""
+        stem = self.output / relative.with_suffix("")
+        self._prepare_folder(stem.parent)
+        return stem
 
     def _prepare_folder(self, folder: Path) -> None:
         """The first write into a folder creates it and removes partial files that a killed
