@@ -26,8 +26,9 @@ CLASSES = [{"name": n, "color": [i, i, i]} for i, n in enumerate(["bg", "a", "b"
 def model_config(name: str, *overrides: str) -> dict:
     encoder = SMALL_ENCODER.get(name, "resnet18")
     cfg = compose_train(
-        [f"model={name}", "model.encoder_weights=null", f"model.encoder_name={encoder}", *overrides]
-    )
+        [f"model={name}", "model.encoder_weights=null", f"model.encoder_name={encoder}",
+         "model.in_channels=3", *overrides]  # auto is resolved from the data by training.build
+    )  # fmt: skip
     return dict(cfg.model)
 
 
@@ -81,7 +82,7 @@ def test_param_groups_split_the_lr_and_spare_norms_and_biases_from_decay():
 def test_module_builds_each_optimizer_with_named_groups(optimizer: str):
     cfg = compose_train([f"optimizer={optimizer}", "optimizer.encoder_lr_mult=0.5",
                          "scheduler=none", "loss.class_weights=null", "model.encoder_name=resnet18",
-                         "model.encoder_weights=null"])  # fmt: skip
+                         "model.encoder_weights=null", "model.in_channels=3"])  # fmt: skip
     module = SegmentationModule(
         model=dict(cfg.model), loss=dict(cfg.loss), optimizer=dict(cfg.optimizer),
         scheduler=dict(cfg.scheduler), classes=CLASSES,
