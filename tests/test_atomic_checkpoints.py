@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from seglab.atomic import PARTIAL
-from seglab.checkpoints import AtomicCheckpointIO, read_checkpoint
+from seglab.checkpoint_io import AtomicCheckpointIO
+from seglab.checkpoints import read_checkpoint
 from seglab.training import run
 from tests.helpers import ROOT, TINY, compose_train
 

@@ -119,9 +119,10 @@ def craft(good_state: dict, shape: str, folder: Path) -> tuple[Path, Path]:
 
 def test_the_untampered_checkpoint_loads(good_state: dict, tmp_path: Path):
     torch.save(good_state, tmp_path / "good.ckpt")
-    module, info = load_checkpoint(tmp_path / "good.ckpt", CPU)
-    assert info.names == ["bg", "a", "b"]
-    assert module.hparams.loss == {"name": "ce", "ignore_index": 255}
+    network, info = load_checkpoint(tmp_path / "good.ckpt", CPU)
+    assert info.names == ["bg", "a", "b"] and not network.training
+    hparams = read_checkpoint(tmp_path / "good.ckpt")["hyper_parameters"]
+    assert hparams["loss"] == {"name": "ce", "ignore_index": 255}
 
 
 def test_the_payload_is_live_under_hydra_instantiate(tmp_path: Path):

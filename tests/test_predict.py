@@ -402,3 +402,26 @@ def test_checkpoints_from_other_versions(trained_run: dict, tmp_path: Path, caps
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable seglab checkpoint"):
         load_checkpoint(tmp_path / "junk.ckpt", CPU)
+
+
+def test_prediction_never_imports_the_training_stack(trained_run: dict, tmp_path: Path):
+    """predict.py rebuilds the network alone: Lightning and torchmetrics (~250 MiB resident)
+    and albumentations stay unimported, which the 2 GiB bound on huge images needs. Python's
+    `-X importtime` lists every module the command imported."""
+    ckpt = trained_run["metrics"]["best_ckpt"]
+    images = trained_run["export"] / "JPEGImages"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "predict.py", f"ckpt={ckpt}", f"input={images}",
+         f"output={tmp_path / 'out'}", "device=cpu", "progress=false", "mode=slide"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "torch" in imported and "segmentation_models_pytorch" in imported
+    training_only = {"lightning", "pytorch_lightning", "torchmetrics", "albumentations"}
+    assert not imported & training_only
+    assert list((tmp_path / "out").iterdir())

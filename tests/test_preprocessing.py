@@ -12,7 +12,9 @@ import torch
 from hydra.utils import instantiate
 
 import seglab.prediction.run as run_module
+from seglab.checkpoints import read_checkpoint
 from seglab.demo import write_demo_export
+from seglab.models.module import SegmentationModule
 from seglab.prediction import Prepared, load_checkpoint, load_predictor
 from seglab.preprocessing import denormalise, normalise, pixel_statistics
 from tests.helpers import TINY, compose_predict, compose_train
@@ -42,7 +44,10 @@ def test_validation_and_predict_py_give_the_network_identical_tensors(
     ckpt = trained_run["metrics"]["best_ckpt"]
     export = write_demo_export(tmp_path / "data", size=96, seed=5, splits={"train": 2, "val": 3})
     datamodule = instantiate(compose_train([*TINY, f"data.path={export}"]).data, _recursive_=False)
-    module, info = load_checkpoint(ckpt, CPU)
+    _, info = load_checkpoint(ckpt, CPU)
+    hparams = read_checkpoint(ckpt)["hyper_parameters"]  # validation runs the training module
+    hparams["model"] = {**hparams["model"], "encoder_weights": None}
+    module = SegmentationModule(**hparams)
     assert datamodule.image_size == info.image_size == (64, 64)
     assert datamodule.mean == info.mean and datamodule.std == info.std
 

@@ -1,14 +1,12 @@
-"""Checkpoint files: read as data and refused unless they hold what seglab writes; written
-atomically beside their final name.
+"""Checkpoint files: read as data and refused unless they hold what seglab writes.
 
 Reading: `torch.load(weights_only=True)` unpickles tensors and plain containers only, and the
 hyper-parameters are then checked key by key (`models.hparams`) before anything is built from
 them. A file that fails either check is not a seglab checkpoint, and is said to be one: never
 would seglab suggest loading it with `weights_only=False`, which runs whatever it contains.
 
-Writing: Lightning writes to a temporary file under `$TMPDIR` and moves it over the target; on
-another filesystem that move is a copy, and a killed copy truncates `last.ckpt`, the one file a
-resume needs. `AtomicCheckpointIO` writes beside the target and renames (`seglab.atomic`).
+Writing is `seglab.checkpoint_io`. This module imports neither Lightning nor torchmetrics, so
+that prediction, which only reads checkpoints, does not pay their ~250 MiB.
 """
 
 from __future__ import annotations
@@ -18,12 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from typing_extensions import override
 
-from seglab.atomic import atomic_path, remove_stale
 from seglab.errors import ConfigError, MissingFileError, UserError
 from seglab.models.hparams import REQUIRED, check_hparams
 
@@ -80,21 +73,11 @@ def _why_unreadable(err: Exception) -> str:
     return "it is not a PyTorch checkpoint archive, or it is truncated or corrupt"
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a partial file in their own folder, flushed to disk and renamed
-    over the target: a kill or a full disk mid-save leaves the previous checkpoint intact,
-    whatever filesystem `$TMPDIR` is on. Partial files of killed saves are removed at the next
-    save into the folder. Remote paths (s3://...) keep Lightning's own writer."""
+def __getattr__(name: str) -> Any:
+    """`seglab.checkpoints.AtomicCheckpointIO`, the class's earlier home, as the saved
+    `.hydra/config.yaml` of older runs name it; imported only when asked for."""
+    if name == "AtomicCheckpointIO":
+        from seglab.checkpoint_io import AtomicCheckpointIO
 
-    @override
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(path.parent)
-        with atomic_path(path, fsync=True) as partial, partial.open("wb") as file:
-            torch.save(checkpoint, file)
+        return AtomicCheckpointIO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 from seglab.errors import UserError
+
+# Lightning's own `rank_zero_only` is this function, and it sets the rank attribute when it is
+# imported; prediction never imports Lightning (it would cost ~250 MiB of a huge image's memory
+# budget), so the rank is set here from the same variables, which Lightning then keeps.
+if not hasattr(rank_zero_only, "rank"):
+    _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    rank_zero_only.rank = next(
+        (int(os.environ[key]) for key in _RANK_VARIABLES if os.environ.get(key)), 0
+    )
 
 
 @rank_zero_only

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property, partial
 from pathlib import Path
@@ -30,6 +29,7 @@ from seglab.data.scan import ScanReport, raise_on_problems, scan_export
 from seglab.data.seeding import main_process_seed, seed_augmentation, seed_loader_worker
 from seglab.data.statistics import check_statistic, resolve_statistics
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
+from seglab.data.workers import resolve_workers
 from seglab.preprocessing import AUTO_MAX_SIDE, auto_image_size
 
 # `data.crop_size: auto` caps each side of the training crop at this (see `crop_size`).
@@ -292,9 +292,3 @@ class SegmentationDataModule(L.LightningDataModule):
         if not self.has_test:
             raise DatasetError(f"{self.path}: no test split to test on")
         return self._loader("test", train=False)
-
-
-def resolve_workers(num_workers: int | str) -> int:
-    if num_workers == "auto":
-        return min(8, os.cpu_count() or 1)
-    return int(num_workers)

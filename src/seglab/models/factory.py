@@ -90,6 +90,11 @@ def use_channels_last(option: bool | str | None) -> bool:
     return bool(option)
 
 
+def model_layout(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Images in the memory layout the network was built for (`use_channels_last`)."""
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 # Architectures that fail on small inputs, with the smallest side they accept.
 MIN_INPUT_SIZE = {"pan": 128}  # its attention pyramid halves the 1/16 feature map 3 times
 

@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 import seglab
 from seglab.budget import budget_progress, fit_timer
 from seglab.metrics import metrics_from_confusion
-from seglab.models.factory import check_input_size, use_channels_last
+from seglab.models.factory import check_input_size, model_layout, use_channels_last
 from seglab.models.hparams import check_hparams
 from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
 from seglab.preprocessing import normalise, pixel_statistics, restore_logits
@@ -77,9 +77,7 @@ class SegmentationModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised float images (N, 3, H, W) -> logits (N, C, H, W)."""
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.net(images)
+        return self.net(model_layout(images, self.channels_last))
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """The loaders ship uint8 images and compact masks; normalise and widen on the device."""

@@ -18,11 +18,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from seglab.data.channels import ChannelMismatch
-from seglab.data.datamodule import resolve_workers
 from seglab.data.dataset import read_image
 from seglab.data.errors import DatasetError
 from seglab.data.intensity import Intensity
 from seglab.data.layouts import IMAGE_EXTENSIONS
+from seglab.data.workers import resolve_workers
 from seglab.errors import ConfigError, MissingFileError
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
