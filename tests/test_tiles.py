@@ -204,9 +204,7 @@ def test_a_second_window_size_is_refused(coded_export: Path):
 
 
 def test_config_checks_name_the_tile_keys(tmp_path: Path):
-    cfg = compose_train(
-        [f"run_dir={tmp_path}", "data.sampling=tiles", "data.rare_class_windows=2"]
-    )
+    cfg = compose_train([f"run_dir={tmp_path}", "data.sampling=tiles", "data.rare_class_windows=2"])
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert "data.sampling: expected resize or tile" in str(err.value)
@@ -247,3 +245,31 @@ def test_tile_training_evaluates_by_sliding_windows_as_predict_py(
     # Not one class everywhere, so resize-mode evaluation would count differently (it does:
     # predict.py mode=resize gives other counts here).
     assert (confusion.sum(axis=0) > 0).sum() >= 2
+
+
+def test_wandb_images_of_tile_batches_use_the_slide_predictions():
+    from types import SimpleNamespace
+
+    import wandb
+
+    from seglab.callbacks import WandbPredictions
+    from seglab.data.tiles import SlideCollate, SlideEvalTransform
+
+    transform = SlideEvalTransform()
+    samples = [
+        transform(image=position_coded(h, w, 0), mask=striped(h, w))
+        for h, w in [(40, 50), (30, 70)]
+    ]
+    batch = SlideCollate(255)(samples)
+    predictions = [torch.ones(40, 50, dtype=torch.long), torch.zeros(30, 70, dtype=torch.long)]
+    callback = WandbPredictions(num_images=1)
+    callback.on_validation_batch_end(
+        SimpleNamespace(loggers=[]), None, {"predictions": predictions}, batch, 0
+    )  # no W&B logger: nothing kept
+    assert callback._batch is None
+    callback._batch = {key: value[:1] for key, value in batch.items()}
+    callback._predictions = predictions[:1]
+    module = SimpleNamespace(hparams=SimpleNamespace(ignore_index=255))
+    (image,) = callback._images(module, ["background", "tool", "blood vessel"])
+    assert isinstance(image, wandb.Image)
+    assert image._masks["prediction"]._val["mask_data"].tolist() == predictions[0].tolist()
