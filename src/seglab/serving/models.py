@@ -17,6 +17,7 @@ from typing import Any
 
 from seglab.errors import ConfigError, MissingFileError
 from seglab.prediction import MODES, Predictor, load_predictor
+from seglab.prediction.predictor import AUTO_MODE
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
 
@@ -29,8 +30,8 @@ class PredictOptions:
     flip: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode={self.mode!r}: choose one of {list(MODES)}")
+        if self.mode not in (AUTO_MODE, *MODES):
+            raise ConfigError(f"mode={self.mode!r}: choose one of {[AUTO_MODE, *MODES]}")
 
 
 @dataclass
