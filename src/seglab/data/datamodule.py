@@ -282,7 +282,7 @@ class SegmentationDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train,
             sampler=None if train else self._eval_sampler(dataset),
-            drop_last=train and len(self.export.split(split)) > self.batch_size,
+            drop_last=train and len(dataset) > self.batch_size,  # tile: windows, not images
             num_workers=self.num_workers,
             collate_fn=None if train else self._eval_collate(self.ignore_index),
             persistent_workers=self.num_workers > 0,
