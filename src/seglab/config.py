@@ -116,8 +116,9 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.split_seed": _number(0, integer=True),
     "data.ignore_index": _number(0, 65535, integer=True),
     "data.intensity": _intensity,
-    "data.sampling": lambda v: None if v in ("resize", "tile") else f"expected resize or tile, "
-    f"found {v!r}",
+    "data.sampling": lambda v: (
+        None if v in ("resize", "tile") else f"expected resize or tile, found {v!r}"
+    ),
     "data.rare_class_windows": _number(0.0, 1.0),
     "data.tile_cache_mb": _number(0.0),
     "data.mean": lambda v: _statistic(v, "data.mean"),
