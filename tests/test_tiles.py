@@ -273,3 +273,46 @@ def test_wandb_images_of_tile_batches_use_the_slide_predictions():
     (image,) = callback._images(module, ["background", "tool", "blood vessel"])
     assert isinstance(image, wandb.Image)
     assert image._masks["prediction"]._val["mask_data"].tolist() == predictions[0].tolist()
+
+
+def test_loader_workers_draw_windows_from_the_seed(coded_export: Path):
+    import lightning as L
+
+    def windows(seed: int) -> list[tuple[int, int, int]]:
+        L.seed_everything(seed, workers=True)
+        dm = SegmentationDataModule(
+            str(coded_export), image_size=list(WINDOW), sampling="tile", num_workers=2,
+            batch_size=1,
+        )  # fmt: skip
+        return [  # (image, top, left) of each window, read from its position-coded pixels
+            (int(b["index"]), int(b["image"][0, 0, 0, 0]), int(b["image"][0, 1, 0, 0]))
+            for b in dm.train_dataloader()
+        ]
+
+    assert windows(0) == windows(0)  # the seed decides, in worker processes too
+
+
+def test_each_worker_seeds_its_window_generator(coded_export: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    import seglab.data.seeding as seeding
+
+    train = tile_datamodule(coded_export).dataset("train", train=True)
+    monkeypatch.setattr(seeding, "get_worker_info", lambda: SimpleNamespace(dataset=train))
+    draws = []
+    for worker in (0, 1):
+        torch.manual_seed(1000 + worker)  # what PyTorch gives each worker
+        seeding.seed_loader_worker(worker)
+        expected = np.random.default_rng(torch.initial_seed() % 2**32).integers(1 << 30)
+        draws.append(int(train.rng.integers(1 << 30)))
+        assert draws[-1] == expected
+    assert draws[0] != draws[1]
+
+
+def test_the_report_says_tile_sampling():
+    from seglab.report.run_report import _size
+
+    assert _size({"image_size": [32, 32], "crop_size": [32, 32], "sampling": "tile"}) == (
+        "32×32 windows at native resolution, evaluated by sliding windows"
+    )
+    assert _size({"image_size": [64, 64], "crop_size": [32, 32]}) == "64×64, crops 32×32"
