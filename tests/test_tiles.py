@@ -220,13 +220,15 @@ def test_tile_training_evaluates_by_sliding_windows_as_predict_py(
         compose_train(
             [*overrides, f"data.path={coded_export}", f"run_dir={run_dir}", "logger=none",
              "trainer.max_epochs=1", "data.image_size=[32,32]", "data.sampling=tile",
-             "data.rare_class_windows=0.5", "report=false", "data.batch_size=8"]
+             "data.rare_class_windows=0.5", "data.batch_size=8"]
         )
     )  # fmt: skip
     hparams = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)[
         "hyper_parameters"
     ]
     assert hparams["sampling"] == "tile" and list(hparams["image_size"]) == list(WINDOW)
+    report = (run_dir / "report.html").read_text()  # its gallery read the slide predictions
+    assert "32×32 windows at native resolution" in report
     test_list = tmp_path / "test.txt"
     test_list.write_text("".join(f"{coded_export}/JPEGImages/{i}.png\n" for i in SHAPES["test"]))
     out = tmp_path / "predicted"
