@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seglab.data.channels import fits, mismatch
+from seglab.data.channels import fits, is_tiff, mismatch
 from seglab.data.errors import DatasetError
 from seglab.data.intensity import DEFAULT_PERCENTILES, Intensity, histogram_percentiles, stretch
 
@@ -60,10 +60,9 @@ class TiledTiff:
         whole-image read then decodes it, and names any problem)."""
         import tifffile
 
+        if not is_tiff(Path(path)):
+            return None
         try:
-            with open(path, "rb") as f:
-                if f.read(4) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-                    return None
             with tifffile.TiffFile(path) as tiff:
                 page = tiff.pages.first
                 if len(tiff.pages) != 1 or not page.is_tiled or page.imagedepth != 1:
