@@ -318,3 +318,17 @@ def test_the_report_says_tile_sampling():
         "32×32 windows at native resolution, evaluated by sliding windows"
     )
     assert _size({"image_size": [64, 64], "crop_size": [32, 32]}) == "64×64, crops 32×32"
+
+
+def test_mode_auto_slides_for_tile_trained_models_only():
+    from seglab.prediction.info import ModelInfo
+    from seglab.prediction.predictor import Predictor
+
+    classes = [{"name": "background", "color": [0, 0, 0]}]
+    common = {"classes": classes, "image_size": (32, 32), "mean": (0.5,) * 3, "std": (0.2,) * 3}
+    for sampling, mode in [("tile", "slide"), ("resize", "resize")]:
+        info = ModelInfo(**common, sampling=sampling)
+        assert Predictor(lambda x: x, info, torch.device("cpu")).mode == mode
+        assert Predictor(lambda x: x, info, torch.device("cpu"), mode="whole").mode == "whole"
+    old = ModelInfo.from_json(ModelInfo(**common).to_json().replace(', "sampling": "resize"', ""))
+    assert old.sampling == "resize"  # ONNX metadata written before sampling was stored

@@ -72,15 +72,15 @@ class Predictor:
     """Turns RGB uint8 images of any size into logits and class masks at their own size.
 
     - `resize`: the image fitted into the training size with its aspect kept, as validation
-      does; the logits back at its own size (fast, the default);
+      does; the logits back at its own size (fast);
     - `whole`: the image at its own size, padded to a multiple of 32 (detail of large images);
     - `slide`: tiles of the training size overlapping by `overlap`, logits blended with weights
       that fall off towards each tile's border (large images, the scale the network learned;
       how validation evaluates models trained with `data.sampling=tile`);
-    - `auto`: `slide` for a model trained with `data.sampling=tile` (`info.sampling`), else
-      `resize`: what its validation scores measured;
       `slide_strips` gives one image's slide logits strip by strip, in memory bounded by a
-      tile's height, for images whose whole-image logits would not fit.
+      tile's height, for images whose whole-image logits would not fit;
+    - `auto` (the default): `slide` for a model trained with `data.sampling=tile`
+      (`info.sampling`), else `resize`: the mode its validation scores measured.
     `flip` adds horizontally flipped inputs and `scales` resized ones; all are averaged as logits.
     """
 
@@ -89,7 +89,7 @@ class Predictor:
         network: Network,
         info: ModelInfo,
         device: torch.device,
-        mode: str = "resize",
+        mode: str = AUTO_MODE,
         overlap: float = 0.25,
         flip: bool = False,
         scales: Sequence[float] = (1.0,),

@@ -26,7 +26,7 @@ MODEL_SUFFIXES = (".ckpt", ".onnx")
 class PredictOptions:
     """What a request may choose; the server's command line gives the defaults."""
 
-    mode: str = "resize"
+    mode: str = AUTO_MODE
     flip: bool = False
 
     def __post_init__(self) -> None:
