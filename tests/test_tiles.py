@@ -332,3 +332,13 @@ def test_mode_auto_slides_for_tile_trained_models_only():
         assert Predictor(lambda x: x, info, torch.device("cpu"), mode="whole").mode == "whole"
     old = ModelInfo.from_json(ModelInfo(**common).to_json().replace(', "sampling": "resize"', ""))
     assert old.sampling == "resize"  # ONNX metadata written before sampling was stored
+
+
+def test_a_checkpoint_sampling_is_checked_as_data():
+    from seglab.models.hparams import check_hparams
+
+    assert check_hparams({"sampling": "tile"}) == {"sampling": "tile"}
+    with pytest.raises(
+        ConfigError, match=r"sampling='tiles': expected one of \['resize', 'tile'\]"
+    ):
+        check_hparams({"sampling": "tiles"})
