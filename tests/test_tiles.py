@@ -342,3 +342,21 @@ def test_a_checkpoint_sampling_is_checked_as_data():
         ConfigError, match=r"sampling='tiles': expected one of \['resize', 'tile'\]"
     ):
         check_hparams({"sampling": "tiles"})
+
+
+def test_tiled_tiff_exports_train_on_windows_read_by_window(tmp_path: Path, monkeypatch):
+    subsets = {"train": {"a": striped(100, 130)}, "val": {"b": striped(100, 130)}}
+    root = write_cvat(tmp_path / "export", subsets, image_ext=".tif")
+    rng = np.random.default_rng(0)
+    for item in ("a", "b"):
+        pixels = rng.integers(100, 3000, (100, 130)).astype(np.uint16)
+        tifffile.imwrite(root / "JPEGImages" / f"{item}.tif", pixels, tile=(32, 48),
+                         photometric="minisblack", compression="zlib")  # fmt: skip
+    image = root / "JPEGImages" / "a.tif"
+    train = tile_datamodule(root).dataset("train", train=True)
+    monkeypatch.setattr(train, "place", lambda source: (17, 29))
+    sample = train[0]
+    assert train.cache.get(0, lambda: None).reader is not None  # read a window at a time
+    whole = read_image(image)  # data.intensity=auto: 16-bit stretched by the whole image
+    np.testing.assert_array_equal(sample["image"].permute(1, 2, 0).numpy(), whole[17:49, 29:61])
+    np.testing.assert_array_equal(sample["mask"].numpy(), striped(100, 130)[17:49, 29:61])
