@@ -24,7 +24,8 @@ class WandbPredictions(L.Callback):
 
     def __init__(self, num_images: int = 4):
         self.num_images = num_images
-        self._batch: dict[str, torch.Tensor] | None = None
+        self._batch: dict[str, Any] | None = None
+        self._predictions: list[torch.Tensor] = []
 
     def on_validation_batch_end(
         self,
@@ -37,7 +38,10 @@ class WandbPredictions(L.Callback):
     ) -> None:
         if batch_idx == 0 and _wandb_logger(trainer) and trainer.is_global_zero:
             n = self.num_images
-            self._batch = {key: value[:n].detach() for key, value in batch.items()}
+            self._batch = {key: value[:n] for key, value in batch.items()}  # views, no copies
+            # data.sampling=tile batches hold whole images, predicted by sliding windows: the
+            # module's predictions are kept rather than recomputed
+            self._predictions = [p.detach() for p in (outputs or {}).get("predictions", [])[:n]]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = _wandb_logger(trainer)
@@ -61,14 +65,19 @@ class WandbPredictions(L.Callback):
         logger.experiment.log({**log, "trainer/global_step": trainer.global_step})
 
     def _images(self, pl_module: L.LightningModule, names: list[str]) -> list[Any]:
-        import wandb
 
         hp = pl_module.hparams
         batch = self._batch
+        labels = dict(enumerate(names)) | {int(hp.ignore_index): "ignored"}
+        if "images" in batch:
+            return [
+                _overlay(display_rgb(image), batch["mask"][i, : image.shape[0], : image.shape[1]],
+                         self._predictions[i], labels)
+                for i, image in enumerate(batch["images"])
+            ]  # fmt: skip
         with torch.no_grad():
             logits = pl_module(batch["image"].to(pl_module.device))
         canvases = denormalise(batch["image"].cpu(), *pixel_statistics(hp.mean, hp.std))
-        labels = dict(enumerate(names)) | {int(hp.ignore_index): "ignored"}
         out = []
         sizes, fitted_sizes = batch["size"].tolist(), batch["fitted"].tolist()
         for i, (size, region) in enumerate(zip(sizes, fitted_sizes, strict=True)):
@@ -76,17 +85,22 @@ class WandbPredictions(L.Callback):
             pred = restore_logits(logits[i], region, size).argmax(dim=0).cpu().numpy()
             fitted = canvases[i, :, : region[0], : region[1]].permute(1, 2, 0).numpy()
             rgb = display_rgb(resize_image(fitted, size))  # first three bands of N
-            truth = batch["mask"][i, : size[0], : size[1]].cpu().numpy()
-            out.append(
-                wandb.Image(
-                    rgb,
-                    masks={
-                        "ground_truth": {"mask_data": truth, "class_labels": labels},
-                        "prediction": {"mask_data": pred, "class_labels": labels},
-                    },
-                )
-            )
+            out.append(_overlay(rgb, batch["mask"][i, : size[0], : size[1]], pred, labels))
         return out
+
+
+def _overlay(rgb: Any, truth: torch.Tensor, pred: Any, labels: dict[int, str]) -> Any:
+    """A W&B image with its true and predicted masks, at the image's own size."""
+    import wandb
+
+    pred = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else pred
+    return wandb.Image(
+        rgb,
+        masks={
+            "ground_truth": {"mask_data": truth.cpu().numpy(), "class_labels": labels},
+            "prediction": {"mask_data": pred, "class_labels": labels},
+        },
+    )
 
 
 def _wandb_logger(trainer: L.Trainer) -> WandbLogger | None:

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "options", nargs="*", metavar="KEY=VALUE",
         help="ckpt=PATH (a checkpoint or a folder of them) or model=MODEL.onnx, "
-        "[host=127.0.0.1] [port=8000] [mode=resize] [flip=false] [max_batch=8] "
+        "[host=127.0.0.1] [port=8000] [mode=auto] [flip=false] [max_batch=8] "
         "[max_wait_ms=5] [max_upload_mb=32] [device=auto]",
     )  # fmt: skip
 

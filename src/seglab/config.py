@@ -116,6 +116,11 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.split_seed": _number(0, integer=True),
     "data.ignore_index": _number(0, 65535, integer=True),
     "data.intensity": _intensity,
+    "data.sampling": lambda v: (
+        None if v in ("resize", "tile") else f"expected resize or tile, found {v!r}"
+    ),
+    "data.rare_class_windows": _number(0.0, 1.0),
+    "data.tile_cache_mb": _number(0.0),
     "data.mean": lambda v: _statistic(v, "data.mean"),
     "data.std": lambda v: _statistic(v, "data.std"),
     "model.in_channels": lambda v: None if v == "auto" else _number(1, 512, integer=True)(v),

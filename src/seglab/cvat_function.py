@@ -27,7 +27,7 @@ from seglab.console import say
 from seglab.data.labelmap import BACKGROUND
 from seglab.errors import ConfigError, MissingExtraError
 from seglab.prediction.load import load_predictor
-from seglab.prediction.predictor import MODES, Predictor
+from seglab.prediction.predictor import AUTO_MODE, MODES, Predictor
 
 INSTALL_HINT = 'the CVAT function needs cvat-sdk: pip install "seglab[cvat]"'
 
@@ -118,7 +118,7 @@ def _polygons(cvataa: Any, class_id: int, bitmap: np.ndarray) -> list[Any]:
 def create(
     ckpt: str = "",
     model: str = "",
-    mode: str = "resize",
+    mode: str = AUTO_MODE,
     flip: bool = False,
     scales: str = "1.0",
     overlap: float = 0.25,
@@ -132,8 +132,8 @@ def create(
     `min_area=int:64`, `device=str:cuda`, as in predict.py."""
     if bool(ckpt) == bool(model):
         raise ConfigError("give one of ckpt=str:PATH (a .ckpt) or model=str:PATH (an .onnx)")
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r}: choose one of {list(MODES)}")
+    if mode not in (AUTO_MODE, *MODES):
+        raise ConfigError(f"mode={mode!r}: choose one of {[AUTO_MODE, *MODES]}")
     try:
         scale_list = [float(s) for s in str(scales).split(",")]
     except ValueError:

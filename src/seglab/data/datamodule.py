@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from seglab.atomic import atomic_write_text
 from seglab.console import say
+from seglab.data import tiles
 from seglab.data.channels import resolve_channels
 from seglab.data.class_weights import pixel_counts, weights_from_counts
 from seglab.data.dataset import SegmentationDataset, build_decoder, read_image
@@ -62,13 +63,17 @@ class SegmentationDataModule(L.LightningDataModule):
         intensity: Any = "auto",
         demo: bool = False,
         in_channels: int | str = "auto",
+        sampling: str = "resize",
+        rare_class_windows: float = 0.0,
+        tile_cache_mb: float = 512,
     ):
         """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`).
         `intensity`: how images of more than 8 bits map to uint8 (`seglab.data.intensity`).
         `in_channels`: `model.in_channels` (train.py passes it), `auto` or a number: the
         channels images are read with (`channels`). `mean`, `std`: a list per channel,
         `imagenet` or `auto` (`seglab.data.statistics`, resolved by `mean` and `std`).
-        `augmentation` and `scale_range`: the train-time augmentation (conf/augmentation/)."""
+        `augmentation` and `scale_range`: the train-time augmentation (conf/augmentation/).
+        `sampling`, `rare_class_windows`, `tile_cache_mb`: `seglab.data.tiles` (tile mode)."""
         super().__init__()
         self.path = Path(to_absolute_path(path))
         self.images_dir = Path(to_absolute_path(images_dir)) if images_dir else None
@@ -103,6 +108,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.scale_range = tuple(float(v) for v in scale_range)
         self.demo = demo
         self.scan_report: ScanReport | None = None
+        self.sampling = tiles.TileOptions.parse(sampling, rare_class_windows, tile_cache_mb)
+        if self.sampling.tiled and self.scale_range != (1.0, 1.0):
+            say(f"augmentation.scale={list(self.scale_range)} is not applied with "
+                "data.sampling=tile: windows are cut at native resolution")  # fmt: skip
 
     def prepare_data(self) -> None:
         if self.demo and not self.path.exists():
@@ -139,11 +148,14 @@ class SegmentationDataModule(L.LightningDataModule):
         self.export  # noqa: B018  (the scan measures the image sizes)
         sizes = self.scan_report.sizes.get("train", []) if self.scan_report else []
         size = auto_image_size(sizes)
+        if self.sampling.tiled:  # the window: each side capped as data.crop_size=auto caps a crop
+            size = tuple(min(AUTO_CROP_SIDE, v) for v in size)  # type: ignore[assignment]
         if sizes:
             median = auto_image_size(sizes, max_side=1 << 30)
             say(
                 f"data.image_size=auto -> {list(size)} (median training image about "
-                f"{median[0]}x{median[1]}, long side capped at {AUTO_MAX_SIDE}, multiples of 32); "
+                f"{median[0]}x{median[1]}, long side capped at {AUTO_MAX_SIDE}, multiples of 32"
+                f"{', each side at most 512 for tile windows' * self.sampling.tiled}); "
                 "set data.image_size=[H,W] to choose"
             )
         return size
@@ -176,7 +188,10 @@ class SegmentationDataModule(L.LightningDataModule):
         """The training crop, [height, width], taken from each image after it is fitted into
         `image_size` and scale-jittered: `data.crop_size`, `null` for the whole `image_size`,
         or `auto`: `image_size` with each side capped at `AUTO_CROP_SIDE`. Evaluation and
-        prediction always see the whole `image_size`."""
+        prediction always see the whole `image_size`. With `data.sampling=tile` the window is
+        `image_size` (`auto` or `null` crops are it; another crop is refused)."""
+        if self.sampling.tiled:
+            return tiles.tile_window(self.crop_size_option, self.image_size)
         if self.crop_size_option is None:
             return self.image_size
         if self.crop_size_option == "auto":
@@ -214,29 +229,31 @@ class SegmentationDataModule(L.LightningDataModule):
     def has_test(self) -> bool:
         return bool(self.export.split("test"))
 
-    def dataset(self, split: str, train: bool = False) -> SegmentationDataset:
-        """The split's samples with train-time augmentation or the deterministic eval transform."""
-        transform = (
-            build_train_transform(
-                self.augmentation,
-                self.image_size,
-                self.scale_range,
-                self.ignore_index,
-                crop_size=self.crop_size,
-                channels=self.channels,
-            )
-            if train
-            else build_eval_transform(self.image_size)
-        )
+    def dataset(self, split: str, train: bool = False) -> SegmentationDataset | tiles.TileDataset:
+        """The split's samples with train-time augmentation or the deterministic eval transform;
+        with `data.sampling=tile`, windows (train) or whole images for sliding windows (eval)."""
         export = self.export
-        return SegmentationDataset(
-            export.split(split),
-            self._decoder(export),
-            transform,
-            export.background_index,
-            self.intensity,
-            self.channels,
-        )
+        dataset = SegmentationDataset(
+            export.split(split), self._decoder(export), self._transform(train),
+            export.background_index, self.intensity, self.channels,
+        )  # fmt: skip
+        if not (train and self.sampling.tiled):
+            return dataset
+        report = self.scan_report  # each image's size, the classes' pixels: from the scan
+        return tiles.TileDataset(
+            dataset, report.sizes.get(split, []) if report else [], self.crop_size,
+            self.ignore_index, self.sampling, report.pixels.get(split) if report else None,
+        )  # fmt: skip
+
+    def _transform(self, train: bool) -> Any:
+        if self.sampling.tiled:
+            return tiles.tile_transform(train, self.augmentation, self.channels)
+        if not train:
+            return build_eval_transform(self.image_size)
+        return build_train_transform(
+            self.augmentation, self.image_size, self.scale_range, self.ignore_index,
+            crop_size=self.crop_size, channels=self.channels,
+        )  # fmt: skip
 
     @rank_zero_only
     def write_splits(self, folder: Path) -> None:
@@ -258,21 +275,25 @@ class SegmentationDataModule(L.LightningDataModule):
             # on the pool the parent started.
             cv2.setNumThreads(0)
         elif train:
-            seed_augmentation(dataset.transform, main_process_seed())
+            seeded = dataset if isinstance(dataset, tiles.TileDataset) else dataset.transform
+            seed_augmentation(seeded, main_process_seed())
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
             sampler=None if train else self._eval_sampler(dataset),
-            drop_last=train and len(self.export.split(split)) > self.batch_size,
+            drop_last=train and len(dataset) > self.batch_size,  # tile: windows, not images
             num_workers=self.num_workers,
-            collate_fn=None if train else EvalCollate(self.ignore_index),
+            collate_fn=None if train else self._eval_collate(self.ignore_index),
             persistent_workers=self.num_workers > 0,
             worker_init_fn=seed_loader_worker if self.num_workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
         )
 
-    def _eval_sampler(self, dataset: SegmentationDataset) -> Sampler | None:
+    def _eval_collate(self, ignore_index: int) -> EvalCollate | tiles.SlideCollate:
+        return (tiles.SlideCollate if self.sampling.tiled else EvalCollate)(ignore_index)
+
+    def _eval_sampler(self, dataset: SegmentationDataset | tiles.TileDataset) -> Sampler | None:
         """Under DDP, each image on exactly one process. Lightning's default DistributedSampler
         pads the last batch with repeated images, which would count their pixels twice."""
         trainer = self.trainer

@@ -136,20 +136,26 @@ class SegmentationDataset(Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw image and its class-index mask, before any transform."""
+        image = read_image(self.samples[i].image, self.intensity, self.channels)
+        return image, self.load_mask(i, image.shape[:2])
+
+    def load_mask(self, i: int, image_size: tuple[int, int]) -> np.ndarray:
+        """The class-index mask of sample `i`, whose image is `image_size` (height, width):
+        its decoded mask file, or the background class where it has none. Apart from `load`
+        for readers that take the image a window at a time (`seglab.data.tiles`)."""
         sample = self.samples[i]
-        image = read_image(sample.image, self.intensity, self.channels)
         if sample.mask is None:
             if self.background_index is None:
                 raise DatasetError(f"{sample.image}: no mask and no background class to fill in")
-            return image, self.decoder.full(image.shape[:2], self.background_index)
+            return self.decoder.full(tuple(image_size), self.background_index)
         mask = self.decoder(sample.mask)
-        if image.shape[:2] != mask.shape:
-            (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
+        if tuple(image_size) != mask.shape:
+            (mh, mw), (ih, iw) = mask.shape, image_size
             raise DatasetError(
                 f"{sample.mask}: mask is {mw}x{mh} but image {sample.image} is {iw}x{ih} (WxH); "
                 "resize neither: re-export the mask from CVAT for the image as it is"
             )
-        return image, mask
+        return mask
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         """uint8 image (C, H, W), the mask in its decoded dtype (8x fewer bytes between

@@ -21,7 +21,8 @@ from torch.utils.data import get_worker_info
 
 
 def seed_augmentation(transform: Any, seed: int) -> None:
-    """Reseed an albumentations pipeline; transforms without randomness are left as they are."""
+    """Reseed an albumentations pipeline (or a `seglab.data.tiles.TileDataset`, which seeds its
+    windows and its pipeline); transforms without randomness are left as they are."""
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(int(seed) % 2**32)
 
@@ -38,5 +39,9 @@ def seed_loader_worker(worker_id: int) -> None:
     and rank mixed in), then the worker's augmentation pipeline from the same torch seed."""
     pl_worker_init_function(worker_id)
     info = get_worker_info()
-    if info is not None:
-        seed_augmentation(getattr(info.dataset, "transform", None), torch.initial_seed())
+    if info is not None:  # a dataset with its own randomness (tile windows) seeds its pipeline
+        dataset = info.dataset
+        seeded = (
+            dataset if hasattr(dataset, "set_random_seed") else getattr(dataset, "transform", None)
+        )
+        seed_augmentation(seeded, torch.initial_seed())

@@ -70,10 +70,21 @@ def build_train_transform(
         ),
         A.RandomCrop(height=crop_h, width=crop_w),
     ]
+    return A.Compose([*geometry, *augmentation_steps(augmentations, channels), ToTensorV2()])
+
+
+def build_window_transform(augmentations: Sequence[dict[str, Any]], channels: int = 3) -> A.Compose:
+    """`data.sampling=tile`'s train transform: the configured augmentations and tensors, no
+    geometry (the windows are cut at native resolution by `seglab.data.tiles`)."""
+    return A.Compose([*augmentation_steps(augmentations, channels), ToTensorV2()])
+
+
+def augmentation_steps(augmentations: Sequence[dict[str, Any]], channels: int) -> list[Any]:
+    """The configured albumentations transforms, those that cannot take `channels` left out."""
     steps = [instantiate(cfg, _convert_="all") for cfg in augmentations]
     if channels != 3:
         steps = [step for step in steps if usable(step, channels)]
-    return A.Compose([*geometry, *steps, ToTensorV2()])
+    return steps
 
 
 def usable(step: Any, channels: int) -> bool:
@@ -131,18 +142,22 @@ class EvalCollate:
     ignore_index: int
 
     def __call__(self, samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        height = max(int(s["mask"].shape[0]) for s in samples)
-        width = max(int(s["mask"].shape[1]) for s in samples)
-        masks = samples[0]["mask"].new_full((len(samples), height, width), self.ignore_index)
-        for i, sample in enumerate(samples):
-            mask = sample["mask"]
-            masks[i, : mask.shape[0], : mask.shape[1]] = mask
         batch = {
             "image": torch.stack([s["image"] for s in samples]),
-            "mask": masks,
+            "mask": pad_masks([s["mask"] for s in samples], self.ignore_index),
             "size": torch.stack([s["size"] for s in samples]),
             "fitted": torch.stack([s["fitted"] for s in samples]),
         }
         if "index" in samples[0]:  # SegmentationDataset's samples name their image by it
             batch["index"] = torch.stack([s["index"] for s in samples])
         return batch
+
+
+def pad_masks(masks: Sequence[torch.Tensor], ignore_index: int) -> torch.Tensor:
+    """Masks of their own sizes stacked at the largest, padded with `ignore_index`."""
+    height = max(int(m.shape[0]) for m in masks)
+    width = max(int(m.shape[1]) for m in masks)
+    out = masks[0].new_full((len(masks), height, width), ignore_index)
+    for i, mask in enumerate(masks):
+        out[i, : mask.shape[0], : mask.shape[1]] = mask
+    return out

@@ -20,7 +20,9 @@ from seglab.models.registry import check_loss, check_model, check_optimizer, che
 REQUIRED = ("model", "loss", "optimizer", "classes", "image_size", "mean", "std")
 # `intensity` is absent from checkpoints written before it existed: they read as
 # `seglab.data.intensity.LEGACY` (see `ModelInfo.from_hparams`).
-OPTIONAL = ("scheduler", "ignore_index", "seglab_version", "intensity")
+# `sampling` (`data.sampling`) likewise: absent means `resize`, as every model was trained then.
+OPTIONAL = ("scheduler", "ignore_index", "seglab_version", "intensity", "sampling")
+SAMPLINGS = ("resize", "tile")
 
 
 def check_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,6 +49,7 @@ def check_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
         "std": _numbers,
         "seglab_version": _string,
         "intensity": _intensity,
+        "sampling": _sampling,
     }
     return {key: check(hparams[key], key) for key, check in checks.items() if key in hparams}
 
@@ -75,6 +78,12 @@ def _intensity(value: Any, key: str) -> str | dict[str, list[float]]:
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     return Intensity.parse(value, key).to_config()
+
+
+def _sampling(value: Any, key: str) -> str:
+    if value not in SAMPLINGS:
+        raise ConfigError(f"{key}={value!r:.80}: expected one of {list(SAMPLINGS)}")
+    return value
 
 
 def _string(value: Any, key: str) -> str:

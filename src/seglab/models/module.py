@@ -40,10 +40,13 @@ class SegmentationModule(L.LightningModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         seglab_version: str = seglab.__version__,
         intensity: str | dict[str, list[float]] = "auto",
+        sampling: str = "resize",
     ):
         """`classes` is a list of `{"name", "color"}` in class-index order; `intensity` is the
         `data.intensity` rule images were read with (`seglab.data.intensity`), stored so that
-        prediction reads images the same way.
+        prediction reads images the same way. `sampling` is `data.sampling`: with `tile`,
+        `image_size` is the training window and evaluation slides it over each image at its
+        own resolution (`_slide_logits`), as predict.py's `mode=auto` then does.
 
         All arguments are checked as plain data first (ConfigError naming the key), and the
         checked copy is what the checkpoint stores.
@@ -53,7 +56,7 @@ class SegmentationModule(L.LightningModule):
             {"model": model, "loss": loss, "optimizer": optimizer, "classes": classes,
              "scheduler": scheduler, "ignore_index": ignore_index, "image_size": image_size,
              "mean": mean, "std": std, "seglab_version": seglab_version,
-             "intensity": intensity}
+             "intensity": intensity, "sampling": sampling}
         )  # fmt: skip
         self.save_hyperparameters(hparams)
         self.class_names = [c["name"] for c in hparams["classes"]]
@@ -81,6 +84,8 @@ class SegmentationModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """The loaders ship uint8 images and compact masks; normalise and widen on the device."""
+        if "image" not in batch:  # sliding-window evaluation: the Predictor normalises tiles
+            return {**batch, "mask": batch["mask"].long()}
         images = batch["image"]
         if images.dtype != torch.uint8:
             raise TypeError(
@@ -134,12 +139,22 @@ class SegmentationModule(L.LightningModule):
         compared with the untouched mask.
 
         Returns each image's class-index prediction at its own size, which Lightning hands to
-        the callbacks' `on_*_batch_end` (the report's per-image scores read them there)."""
-        logits = self(batch["image"])
-        sizes, fitted = batch["size"].tolist(), batch["fitted"].tolist()
+        the callbacks' `on_*_batch_end` (the report's per-image scores read them there).
+
+        A `data.sampling=tile` batch (`seglab.data.tiles.SlideCollate`) holds whole images
+        instead, whose logits come from sliding windows (`_slide_logits`)."""
+        sizes = batch["size"].tolist()
+        if "images" in batch:
+            restored_logits = self._slide_logits(batch["images"])
+        else:
+            logits, fitted = self(batch["image"]), batch["fitted"].tolist()
+            restored_logits = [
+                restore_logits(logits[i], region, size)
+                for i, (size, region) in enumerate(zip(sizes, fitted, strict=True))
+            ]
         losses, predictions = [], []
-        for i, (size, region) in enumerate(zip(sizes, fitted, strict=True)):
-            restored = restore_logits(logits[i], region, size)[None]
+        for i, size in enumerate(sizes):
+            restored = restored_logits[i][None]
             target = batch["mask"][i : i + 1, : size[0], : size[1]]
             losses.append(self._loss(restored, target))
             predictions.append(restored.argmax(dim=1)[0])
@@ -147,6 +162,16 @@ class SegmentationModule(L.LightningModule):
         loss = torch.stack(losses).mean()
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(sizes))
         return {"predictions": predictions}
+
+    def _slide_logits(self, images: list[Any]) -> list[torch.Tensor]:
+        """Each uint8 (H, W, C) image's logits at its own size by predict.py's `mode=slide`:
+        the Predictor's one slide algorithm, its default overlap, windows of `image_size`, in
+        float32 (the Predictor runs without autocast unless told, as predict.py does)."""
+        from seglab.prediction.info import ModelInfo
+        from seglab.prediction.predictor import Predictor
+
+        info = ModelInfo.from_hparams(dict(self.hparams))
+        return Predictor(self, info, self.device, mode="slide").logits(images)
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss in float32 even under 16-mixed/bf16-mixed: softmax sums in Dice, Lovász's

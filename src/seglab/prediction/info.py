@@ -29,6 +29,9 @@ class ModelInfo:
     # model.in_channels: the channels every input image must have (`seglab.data.channels`);
     # files written before it was stored all took 3
     in_channels: int = 3
+    # data.sampling: `tile` models were trained on windows of image_size at native resolution,
+    # and predict by sliding it (`Predictor`'s mode `auto`); files without it: `resize`
+    sampling: str = "resize"
 
     @property
     def reader(self) -> Intensity:
@@ -60,6 +63,7 @@ class ModelInfo:
             arch=str(hparams["model"].get("arch", "unknown")),
             intensity=Intensity.parse(hparams.get("intensity", LEGACY), "intensity").to_config(),
             in_channels=int(hparams["model"].get("in_channels", 3)),
+            sampling=str(hparams.get("sampling", "resize")),
         )
 
     def to_json(self) -> str:

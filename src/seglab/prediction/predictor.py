@@ -42,6 +42,7 @@ from seglab.preprocessing import (
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("resize", "whole", "slide")
+AUTO_MODE = "auto"  # `slide` for models trained with data.sampling=tile, else `resize`
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,15 @@ class Predictor:
     """Turns RGB uint8 images of any size into logits and class masks at their own size.
 
     - `resize`: the image fitted into the training size with its aspect kept, as validation
-      does; the logits back at its own size (fast, the default);
+      does; the logits back at its own size (fast);
     - `whole`: the image at its own size, padded to a multiple of 32 (detail of large images);
     - `slide`: tiles of the training size overlapping by `overlap`, logits blended with weights
-      that fall off towards each tile's border (large images, the scale the network learned);
+      that fall off towards each tile's border (large images, the scale the network learned;
+      how validation evaluates models trained with `data.sampling=tile`);
       `slide_strips` gives one image's slide logits strip by strip, in memory bounded by a
-      tile's height, for images whose whole-image logits would not fit.
+      tile's height, for images whose whole-image logits would not fit;
+    - `auto` (the default): `slide` for a model trained with `data.sampling=tile`
+      (`info.sampling`), else `resize`: the mode its validation scores measured.
     `flip` adds horizontally flipped inputs and `scales` resized ones; all are averaged as logits.
     """
 
@@ -85,15 +89,17 @@ class Predictor:
         network: Network,
         info: ModelInfo,
         device: torch.device,
-        mode: str = "resize",
+        mode: str = AUTO_MODE,
         overlap: float = 0.25,
         flip: bool = False,
         scales: Sequence[float] = (1.0,),
         batch_size: int = 8,
         autocast_dtype: torch.dtype | None = None,
     ):
+        if mode == AUTO_MODE:
+            mode = "slide" if info.sampling == "tile" else "resize"
         if mode not in MODES:
-            raise ConfigError(f"mode={mode!r}: choose one of {list(MODES)}")
+            raise ConfigError(f"mode={mode!r}: choose one of {[AUTO_MODE, *MODES]}")
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"overlap={overlap}: give a fraction of the tile in [0, 1)")
         if not scales or any(s <= 0 for s in scales):

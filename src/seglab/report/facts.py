@@ -36,6 +36,7 @@ def write_run_facts(
             else {},
             "image_size": list(datamodule.image_size),
             "crop_size": list(datamodule.crop_size),
+            "sampling": datamodule.sampling.sampling,
             "batch_size": datamodule.batch_size,
             "ignored": list(cfg.data.get("ignore_classes") or []),
         },

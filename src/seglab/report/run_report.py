@@ -269,6 +269,8 @@ def _size(data: dict[str, Any]) -> str | None:
     if not size:
         return None
     text = f"{size[0]}×{size[1]}"
+    if data.get("sampling") == "tile":  # facts written before it was recorded: resize
+        return text + " windows at native resolution, evaluated by sliding windows"
     return text + (f", crops {crop[0]}×{crop[1]}" if crop and crop != size else "")
 
 

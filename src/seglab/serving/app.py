@@ -6,7 +6,7 @@
     POST /predict   an image (the body, or the multipart field `image`) -> its mask
 
 `/predict` takes `model=` (default: the first served), `format=index|color|json` (default: by
-the Accept header, else index), `mode=resize|whole|slide` and `flip=true|false` (defaults: the
+the Accept header, else index), `mode=auto|resize|whole|slide` and `flip=true|false` (defaults: the
 server's), and `masks=true` (json: both PNGs as base64 too). Every error a client can cause is
 a JSON `{"error": ...}` with a 4xx status; the server then serves the next request as usual.
 """

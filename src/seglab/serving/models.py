@@ -17,6 +17,7 @@ from typing import Any
 
 from seglab.errors import ConfigError, MissingFileError
 from seglab.prediction import MODES, Predictor, load_predictor
+from seglab.prediction.predictor import AUTO_MODE
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
 
@@ -25,12 +26,12 @@ MODEL_SUFFIXES = (".ckpt", ".onnx")
 class PredictOptions:
     """What a request may choose; the server's command line gives the defaults."""
 
-    mode: str = "resize"
+    mode: str = AUTO_MODE
     flip: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode={self.mode!r}: choose one of {list(MODES)}")
+        if self.mode not in (AUTO_MODE, *MODES):
+            raise ConfigError(f"mode={self.mode!r}: choose one of {[AUTO_MODE, *MODES]}")
 
 
 @dataclass

@@ -24,7 +24,7 @@ class ServeConfig:
     port: int = 8000
     device: str = "auto"
     amp: bool = False
-    mode: str = "resize"  # the default of requests that give no mode=
+    mode: str = "auto"  # the default of requests that give no mode= (auto: Predictor's)
     flip: bool = False  # the default of requests that give no flip=
     scales: tuple[float, ...] = (1.0,)
     overlap: float = 0.25
