@@ -206,6 +206,18 @@ def test_evaluate_only_reproduces_the_saved_metrics(
     assert metrics["test/mIoU"] == pytest.approx(trained_run["metrics"]["test/mIoU"], abs=1e-6)
 
 
+def test_a_run_that_ends_mid_epoch_finishes(tiny_export: Path, tmp_path: Path):
+    """`trainer.max_steps` shorter than an epoch: no validation ran when training stops, and
+    early stopping, checked at the epoch's end by Lightning's default, failed the whole run
+    with a traceback. It is checked after validations only (`conf/callbacks/default.yaml`)."""
+    cfg = compose_train(
+        [*TINY, f"data.path={tiny_export}", f"run_dir={tmp_path}", "+trainer.max_steps=1"]
+    )
+    metrics = run(cfg)
+    assert 0.0 <= metrics["val/mIoU"] <= 1.0  # the final weights, evaluated in memory
+    assert metrics["best_ckpt"] is None  # no validation during fit: no best checkpoint
+
+
 def test_predictor_rejects_a_checkpoint_without_metadata(tmp_path: Path):
     bare = tmp_path / "bare.ckpt"
     torch.save({"state_dict": {}}, bare)
