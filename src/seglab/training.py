@@ -130,6 +130,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         (c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
     )  # the best-checkpoint keeper, not last.ckpt's
     best_ckpt = (checkpoint.best_model_path if checkpoint else "") or ckpt_path
+    if cfg.train and not best_ckpt and checkpoint is not None and checkpoint.dirpath:
+        # No validation ran during fit (trainer.max_steps ended it within the first epoch), so
+        # no checkpoint was written: keep the trained weights for predict.py all the same.
+        best_ckpt = str(Path(checkpoint.dirpath) / "last.ckpt")
+        say(f"no validation ran before training stopped: saving the final weights to {best_ckpt}")
+        trainer.save_checkpoint(best_ckpt)
     if best_ckpt and _written_by(checkpoint, best_ckpt) and not Path(best_ckpt).is_file():
         # A run killed between saving a new best (which removes the old one) and last.ckpt
         # resumes with the old best's path in its state; the weights it trained are in last.
