@@ -94,7 +94,7 @@ def predict(ckpt: str, source: Path, out: Path, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def multiband(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The 5-band TIFF export trained one epoch with the defaults (in_channels, mean and std
-    auto; the default augmentation's ColorJitter left out)."""
+    auto)."""
     export = write_export(tmp_path_factory.mktemp("bands") / "export", write_multiband)
     metrics = train(export, tmp_path_factory.mktemp("bands-run"))
     return {"export": export, "ckpt": metrics["best_ckpt"]}

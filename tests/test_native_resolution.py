@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from seglab.data.sizes import CPU_CROP_PIXELS, auto_crop_size, auto_image_size, resolve_crop_pixels
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
+from seglab.errors import ConfigError
 from seglab.prediction.run import run as predict_run
-from seglab.preprocessing import auto_image_size, fit_size, letterbox, restore_logits
-from seglab.training import run
+from seglab.preprocessing import fit_size, letterbox, restore_logits
+from seglab.training import build, run
 from tests.exports import striped, write_cvat
 from tests.helpers import TINY, compose_predict, compose_train
 
@@ -91,13 +93,45 @@ def test_train_crops_are_taken_at_the_evaluation_scale():
 
 
 def test_crop_size_auto_caps_each_side(tmp_path: Path):
-    from seglab.data.datamodule import AUTO_CROP_SIDE, SegmentationDataModule
+    from seglab.data.datamodule import SegmentationDataModule
+    from seglab.data.sizes import AUTO_CROP_SIDE
 
     module = SegmentationDataModule(str(tmp_path), image_size=[512, 704], crop_size="auto")
     assert module.crop_size == (AUTO_CROP_SIDE, AUTO_CROP_SIDE) == (512, 512)
     assert SegmentationDataModule(str(tmp_path), image_size=[64, 96]).crop_size == (64, 96)
     whole = SegmentationDataModule(str(tmp_path), image_size=[512, 704], crop_size=None)
     assert whole.crop_size == (512, 704)
+
+
+def test_crop_pixels_caps_the_auto_crop_of_timed_runs_without_cuda(
+    odd_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The rule: aspect kept, sides rounded to multiples of 32, about the area asked for.
+    assert CPU_CROP_PIXELS == 320 * 224
+    assert auto_crop_size((416, 288), CPU_CROP_PIXELS) == (320, 224)
+    assert auto_crop_size((512, 704), CPU_CROP_PIXELS) == (256, 256)  # sides capped first
+    assert auto_crop_size((192, 256), CPU_CROP_PIXELS) == (192, 256)  # already under the cap
+    assert auto_crop_size((416, 288)) == (416, 288)
+    # auto: only a time-budgeted run without CUDA; a number or null as given.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_crop_pixels("auto", timed=True) == CPU_CROP_PIXELS
+    assert resolve_crop_pixels("auto", timed=False) is None
+    assert resolve_crop_pixels(50000, timed=True) == 50000
+    assert resolve_crop_pixels(None, timed=True) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_crop_pixels("auto", timed=True) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # Through train.py's config: a budget caps the crop, epochs leave it as it was.
+    base = [*TINY, f"data.path={odd_export}", "data.image_size=[416,288]"]
+    budgeted = build(compose_train([*base, "budget=1m", f"run_dir={tmp_path / 'a'}"]))
+    assert budgeted.datamodule.crop_size == (320, 224)
+    by_epochs = build(compose_train([*base, f"run_dir={tmp_path / 'b'}"]))
+    assert by_epochs.datamodule.crop_size == (416, 288)
+    given = build(compose_train([*base, "budget=1m", "data.crop_size=[96,64]",
+                                 f"run_dir={tmp_path / 'c'}"]))  # fmt: skip
+    assert given.datamodule.crop_size == (96, 64)  # an explicit crop wins
+    with pytest.raises(ConfigError, match=r"data.crop_pixels: expected an integer, found .many."):
+        build(compose_train([*base, "data.crop_pixels=many", f"run_dir={tmp_path / 'd'}"]))
 
 
 def test_eval_view_keeps_the_mask_at_its_own_size():

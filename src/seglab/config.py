@@ -86,6 +86,10 @@ def _workers(value: Any) -> str | None:
     return None if value == "auto" else _number(0, integer=True)(value)
 
 
+def _crop_pixels(value: Any) -> str | None:
+    return None if value == "auto" else _number(64 * 64, integer=True)(value)
+
+
 def _tracking_uri(value: Any) -> str | None:
     """An MLflow store: a bare path would be MLflow's legacy file store (which MLflow 3.18
     refuses unless MLFLOW_ALLOW_FILE_STORE=true), and a SQLite file in a missing folder fails
@@ -110,6 +114,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "seed": _optional(_number(0, integer=True)),
     "data.image_size": _image_size,
     "data.crop_size": _optional(_image_size),
+    "data.crop_pixels": _optional(_crop_pixels),
     "data.batch_size": _number(1, integer=True),
     "data.num_workers": _workers,
     "data.val_fraction": _number(0.0, 1.0, low_open=True),

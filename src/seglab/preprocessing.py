@@ -127,24 +127,3 @@ def restore_logits(
             region, size=tuple(int(v) for v in image_size), mode="bilinear", align_corners=False
         )
     return region[0]
-
-
-# `data.image_size: auto` caps the long side of the evaluation scale at this.
-AUTO_MAX_SIDE = 1024
-
-
-def auto_image_size(
-    sizes: Sequence[Sequence[int]], max_side: int = AUTO_MAX_SIDE
-) -> tuple[int, int]:
-    """`data.image_size: auto`: the median (height, width) of the training images, scaled down
-    so that the long side is at most `max_side`, each side rounded to a multiple of 32 (at
-    least 64). Most images are then seen at their own scale and aspect (training takes crops
-    of them, `data.crop_size`); only large ones are shrunk. A cap of 512 shrank 520x696
-    micrographs by 0.74 and cost their small nuclei 0.02 test mIoU (benchmarks/README.md)."""
-    if not sizes:
-        return (512, 512)
-    heights = sorted(int(s[0]) for s in sizes)
-    widths = sorted(int(s[1]) for s in sizes)
-    height, width = heights[len(heights) // 2], widths[len(widths) // 2]
-    ratio = min(1.0, max_side / max(height, width))
-    return tuple(max(64, round(v * ratio / 32) * 32) for v in (height, width))  # type: ignore[return-value]

@@ -23,6 +23,7 @@ from seglab.config import validate
 from seglab.console import say
 from seglab.data.datamodule import SegmentationDataModule
 from seglab.data.errors import DatasetError
+from seglab.data.sizes import resolve_crop_pixels
 from seglab.metrics import format_table
 from seglab.models.init_from import init_from_checkpoint
 from seglab.models.module import SegmentationModule
@@ -54,12 +55,14 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
+    timed = cfg.get("budget") is not None or bool(cfg.trainer.get("max_time"))
     # Not recursive: the augmentation entries are built by the datamodule, in its worker processes.
     datamodule: SegmentationDataModule = instantiate(
         cfg.data,
         augmentation=OmegaConf.to_container(cfg.augmentation.train, resolve=True),
         scale_range=list(cfg.augmentation.scale),
         in_channels=cfg.model.get("in_channels", 3),
+        crop_pixels=resolve_crop_pixels(cfg.data.get("crop_pixels"), timed),
         _recursive_=False,
     )
     classes = [{"name": c.name, "color": list(c.color)} for c in datamodule.classes]
@@ -97,7 +100,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
         # The clock, not epochs, ends the run; early stopping would cut the schedule short.
         budget = {"max_time": parse_budget(cfg.budget), "max_epochs": -1}
         callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
-    if budget or cfg.trainer.get("max_time"):
+    if timed:
         callbacks.append(ValidationCadence(share=VALIDATION_SHARE))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **budget

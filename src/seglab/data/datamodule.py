@@ -28,13 +28,15 @@ from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
 from seglab.data.scan import ScanReport, raise_on_problems, scan_export
 from seglab.data.seeding import main_process_seed, seed_augmentation, seed_loader_worker
+from seglab.data.sizes import (
+    AUTO_CROP_SIDE,
+    AUTO_MAX_SIDE,
+    auto_crop_size,
+    auto_image_size,
+)
 from seglab.data.statistics import check_statistic, resolve_statistics
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
 from seglab.data.workers import resolve_workers
-from seglab.preprocessing import AUTO_MAX_SIDE, auto_image_size
-
-# `data.crop_size: auto` caps each side of the training crop at this (see `crop_size`).
-AUTO_CROP_SIDE = 512
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -43,6 +45,7 @@ class SegmentationDataModule(L.LightningDataModule):
         path: str,
         image_size: Sequence[int] | str = "auto",
         crop_size: Sequence[int] | str | None = "auto",
+        crop_pixels: int | None = None,
         batch_size: int = 8,
         num_workers: int | str = "auto",
         mean: Sequence[float] | str = "imagenet",
@@ -87,6 +90,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 "(the encoders downsample 5 times), or auto"
             )
         self.crop_size_option = crop_size if crop_size in ("auto", None) else tuple(crop_size)
+        self.crop_pixels = crop_pixels  # area cap of an auto crop (`seglab.data.sizes`)
         self.batch_size = batch_size
         self.num_workers = resolve_workers(num_workers)
         self.mean_option = check_statistic(mean, "data.mean")
@@ -187,7 +191,8 @@ class SegmentationDataModule(L.LightningDataModule):
     def crop_size(self) -> tuple[int, int]:
         """The training crop, [height, width], taken from each image after it is fitted into
         `image_size` and scale-jittered: `data.crop_size`, `null` for the whole `image_size`,
-        or `auto`: `image_size` with each side capped at `AUTO_CROP_SIDE`. Evaluation and
+        or `auto`: `image_size` with each side capped at `AUTO_CROP_SIDE` and its area at
+        `crop_pixels` (`seglab.preprocessing.auto_crop_size`). Evaluation and
         prediction always see the whole `image_size`. With `data.sampling=tile` the window is
         `image_size` (`auto` or `null` crops are it; another crop is refused)."""
         if self.sampling.tiled:
@@ -195,14 +200,15 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.crop_size_option is None:
             return self.image_size
         if self.crop_size_option == "auto":
-            crop = tuple(min(AUTO_CROP_SIDE, v) for v in self.image_size)
+            crop = auto_crop_size(self.image_size, self.crop_pixels)
             if crop != self.image_size:
+                area = f", about {self.crop_pixels} pixels" if self.crop_pixels else ""
                 say(
                     f"data.crop_size=auto -> {list(crop)} (random crops of the "
-                    f"{list(self.image_size)} image, each side capped at {AUTO_CROP_SIDE}); "
+                    f"{list(self.image_size)} image, each side at most {AUTO_CROP_SIDE}{area}); "
                     "set data.crop_size=[H,W] to choose, null for whole images"
                 )
-            return crop  # type: ignore[return-value]
+            return crop
         return tuple(int(v) for v in self.crop_size_option)  # type: ignore[return-value]
 
     def class_weights(self, method: str) -> list[float]:
