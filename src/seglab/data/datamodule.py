@@ -192,7 +192,7 @@ class SegmentationDataModule(L.LightningDataModule):
         """The training crop, [height, width], taken from each image after it is fitted into
         `image_size` and scale-jittered: `data.crop_size`, `null` for the whole `image_size`,
         or `auto`: `image_size` with each side capped at `AUTO_CROP_SIDE` and its area at
-        `crop_pixels` (`seglab.preprocessing.auto_crop_size`). Evaluation and
+        `crop_pixels` (`seglab.data.sizes.auto_crop_size`). Evaluation and
         prediction always see the whole `image_size`. With `data.sampling=tile` the window is
         `image_size` (`auto` or `null` crops are it; another crop is refused)."""
         if self.sampling.tiled:
