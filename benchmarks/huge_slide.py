@@ -6,7 +6,7 @@ Both paths are the real command, `python predict.py ckpt=... input=... mode=slid
 own process, with the default outputs (index and colour PNGs, overlay JPEG) written:
 
 - `1k images`   `--images` crops of `--small` pixels from the huge image (the same content),
-                predicted the usual way (under `stream_pixels`, tiles of several images batched);
+                predicted the usual way (under `stream_pixels`);
 - `huge image`  the `--size` x `--size` image, predicted strip by strip with its outputs
                 streamed (over `stream_pixels`).
 
@@ -15,7 +15,8 @@ model, the decoded image and everything predict.py holds. Megapixels/s is the im
 the seconds predict.py reports for its prediction loop (reading, predicting, writing; not the
 start-up or the model's loading). The checkpoint has random weights (speed does not depend on
 them); the default model is a small U-Net (ResNet-18 encoder at depth 3, decoder channels 16, 8,
-4; batch 4) so that the 16k image runs in minutes on a 2-core CPU.
+4; predict.py's default batch_size, auto: 1 on the CPU) so that the 16k image runs in minutes on
+a 2-core CPU.
 
     python benchmarks/huge_slide.py                 # 16384x16384 against 16 images of 1024x1024
     python benchmarks/huge_slide.py --quick         # 768 against 2 x 256, about a minute
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--depth", type=int, default=3, help="encoder depth (3: a small model)")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", help="predict.py's batch_size (default: its own, auto)")
     parser.add_argument("--output", type=Path, help="JSON file (default results/<name>.json)")
     args = parser.parse_args()
     size = args.size or (768 if args.quick else 16384)
@@ -118,7 +119,7 @@ def main() -> None:
     tile = args.tile or (128 if args.quick else 512)
     # predict.py's default threshold (2048x2048) lies between the two sizes; --quick sets one.
     limit = [f"stream_pixels={(size * size + small * small) // 2}"] if args.quick else []
-    options = [f"batch_size={args.batch}", *limit]
+    options = [*([f"batch_size={args.batch}"] if args.batch else []), *limit]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -146,7 +147,7 @@ def main() -> None:
         row["ratio"] = round(row["mpx_per_s"] / base["mpx_per_s"], 3)
 
     print(f"\npredict.py mode=slide, {args.arch} {args.encoder} depth {args.depth}, tile {tile}, "
-          f"batch {args.batch}, CPU, outputs index/colour/overlay\n")  # fmt: skip
+          f"batch {args.batch or 'auto'}, CPU, outputs index/colour/overlay\n")  # fmt: skip
     print("| input | megapixels | seconds | megapixels/s | × 1k images | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:

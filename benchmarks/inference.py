@@ -16,7 +16,7 @@ Each row is also given against the bare forward of its own backend (torch or onn
 The checkpoint is a randomly initialised seglab model (speed does not depend on the weights);
 the images are demo scenes of `--size` pixels, which is also the model's training size.
 
-    python benchmarks/inference.py                      # U-Net ResNet-34, 512 px, batch 8
+    python benchmarks/inference.py                      # U-Net ResNet-34, 512 px, batch auto
     python benchmarks/inference.py --quick              # < 1 min on 2 cores
     python benchmarks/inference.py --arch deeplabv3plus --encoder resnet50 --batch 16 --amp
 
@@ -39,6 +39,7 @@ from seglab.models.module import SegmentationModule
 from seglab.prediction import load_checkpoint
 from seglab.prediction.load import autocast_dtype, resolve_device
 from seglab.prediction.onnx import open_onnx, write_onnx
+from seglab.prediction.predictor import resolve_batch_size
 from seglab.prediction.run import run
 
 from harness import interleave, markdown, save, summarize
@@ -102,7 +103,9 @@ def main() -> None:
     parser.add_argument("--encoder", default="resnet34")
     parser.add_argument("--size", type=int, help="image and training size (512; quick 128)")
     parser.add_argument("--images", type=int, help="images per measurement (16)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--batch", type=int, help="per forward pass (default: predict.py's auto, CPU 1, GPU 8)"
+    )
     parser.add_argument("--repeats", type=int, help="interleaved repetitions (5; quick 3)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16/fp16 autocast (torch paths)")
@@ -114,6 +117,7 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 5)
     device = resolve_device(args.device)
     dtype = autocast_dtype(args.amp, device)
+    args.batch = resolve_batch_size(args.batch or "auto", device)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -425,3 +425,17 @@ def test_prediction_never_imports_the_training_stack(trained_run: dict, tmp_path
     training_only = {"lightning", "pytorch_lightning", "torchmetrics", "albumentations"}
     assert not imported & training_only
     assert list((tmp_path / "out").iterdir())
+
+
+def test_batch_size_auto_is_one_on_a_cpu_and_eight_on_a_gpu():
+    """predict.py's default: one image or tile per forward pass on a CPU (faster there, and
+    the streamed path's memory bound depends on it), a batch on a GPU; nonsense is refused."""
+    from seglab.prediction.predictor import resolve_batch_size
+
+    assert compose_predict(["ckpt=x"]).batch_size == "auto"
+    assert resolve_batch_size("auto", CPU) == 1
+    assert resolve_batch_size("auto", torch.device("cuda")) == 8
+    assert resolve_batch_size(3, CPU) == 3
+    for wrong in (0, "eight", 2.5, True):
+        with pytest.raises(ConfigError, match="batch_size"):
+            resolve_batch_size(wrong, CPU)

@@ -125,7 +125,7 @@ def create(
     min_area: int = 16,
     device: str = "auto",
     amp: bool = False,
-    batch_size: int = 8,
+    batch_size: int | str = "auto",
 ) -> SegmentationFunction:
     """The function for cvat-cli's `-p` options: `ckpt=str:PATH` (a checkpoint) or
     `model=str:PATH.onnx`; `mode=str:slide`, `flip=bool:true`, `scales=str:0.75,1,1.25`,

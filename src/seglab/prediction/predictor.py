@@ -43,6 +43,19 @@ from seglab.preprocessing import (
 Network = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("resize", "whole", "slide")
 AUTO_MODE = "auto"  # `slide` for models trained with data.sampling=tile, else `resize`
+GPU_BATCH = 8  # `batch_size: auto` on a GPU; a CPU takes one image or tile per forward pass
+
+
+def resolve_batch_size(batch_size: int | str, device: torch.device) -> int:
+    """Images (or slide tiles) per forward pass. `auto` is 1 on a CPU, where a larger batch
+    only makes the convolutions' working set outgrow the caches (U-Net ResNet-34, 512 px, 2
+    cores: 3.4 images/s at batch 1, 2.7 at batch 8) and adds its activations to the peak
+    memory, and `GPU_BATCH` on a GPU, which needs batches to be busy."""
+    if batch_size == "auto":
+        return 1 if device.type == "cpu" else GPU_BATCH
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: give auto or a whole number of at least 1")
+    return batch_size
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,7 @@ class Predictor:
         overlap: float = 0.25,
         flip: bool = False,
         scales: Sequence[float] = (1.0,),
-        batch_size: int = 8,
+        batch_size: int | str = "auto",
         autocast_dtype: torch.dtype | None = None,
     ):
         if mode == AUTO_MODE:
@@ -106,8 +119,7 @@ class Predictor:
             raise ConfigError(
                 f"tta.scales={list(scales)}: give positive factors, e.g. [0.75,1,1.25]"
             )
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size}: give at least 1")
+        batch_size = resolve_batch_size(batch_size, device)
         self.network, self.info, self.device = network, info, device
         self.mode, self.overlap, self.flip = mode, overlap, flip
         self.scales = tuple(float(s) for s in scales)

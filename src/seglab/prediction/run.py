@@ -60,7 +60,7 @@ def build_predictor(cfg: DictConfig) -> Predictor:
         "overlap": float(cfg.overlap),
         "flip": flip,
         "scales": scales,
-        "batch_size": int(cfg.batch_size),
+        "batch_size": cfg.batch_size,
     }
     if cfg.backend == "torch":
         if not cfg.ckpt:
