@@ -113,3 +113,16 @@ def test_normalise_and_denormalise_are_inverse():
         normalise(images.float(), mean, std)
     with pytest.raises(ValueError, match="data.std"):
         pixel_statistics((0.5, 0.5, 0.5), (0.2, 0.0, 0.2))
+
+
+def test_class_map_is_argmax_over_classes_in_either_layout():
+    """The fast CPU argmax gives torch's `argmax(dim=0)` exactly, ties (first maximum) included."""
+    from seglab.preprocessing import class_map
+
+    generator = torch.Generator().manual_seed(0)
+    tied = torch.randint(0, 3, (5, 37, 23), generator=generator).float()  # many equal maxima
+    for logits in (tied, torch.randn(59, 20, 30, generator=generator), torch.zeros(4, 8, 8)):
+        expected = logits.argmax(dim=0)
+        assert torch.equal(class_map(logits), expected)
+        channels_last = logits.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        assert torch.equal(class_map(channels_last), expected)

@@ -12,7 +12,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from seglab.data.channels import display_rgb
 from seglab.metrics import write_confusion
-from seglab.preprocessing import denormalise, pixel_statistics, resize_image, restore_logits
+from seglab.preprocessing import (
+    class_map,
+    denormalise,
+    pixel_statistics,
+    resize_image,
+    restore_logits,
+)
 
 
 class WandbPredictions(L.Callback):
@@ -82,7 +88,7 @@ class WandbPredictions(L.Callback):
         sizes, fitted_sizes = batch["size"].tolist(), batch["fitted"].tolist()
         for i, (size, region) in enumerate(zip(sizes, fitted_sizes, strict=True)):
             # The image, truth and prediction at the image's own size, as the metrics see them.
-            pred = restore_logits(logits[i], region, size).argmax(dim=0).cpu().numpy()
+            pred = class_map(restore_logits(logits[i], region, size)).cpu().numpy()
             fitted = canvases[i, :, : region[0], : region[1]].permute(1, 2, 0).numpy()
             rgb = display_rgb(resize_image(fitted, size))  # first three bands of N
             out.append(_overlay(rgb, batch["mask"][i, : size[0], : size[1]], pred, labels))

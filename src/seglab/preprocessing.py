@@ -127,3 +127,14 @@ def restore_logits(
             region, size=tuple(int(v) for v in image_size), mode="bilinear", align_corners=False
         )
     return region[0]
+
+
+def class_map(logits: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) logits -> (H, W) class indices, the first of equal maxima, as `argmax(dim=0)`.
+    On a CPU the argmax runs over a channels-last copy: torch reduces across the outer
+    dimension of a contiguous (C, H, W) tensor ~20x slower (4 x 512 x 512: 61 ms against 3 ms
+    with the copy; 59 x 436 x 288: 27 against 13), which made it half of `slide` mode's
+    per-image work in predict.py."""
+    if logits.device.type == "cpu" and logits.stride(0) != 1:
+        return logits.permute(1, 2, 0).contiguous().argmax(dim=-1)
+    return logits.argmax(dim=0)

@@ -23,7 +23,7 @@ from seglab.metrics import metrics_from_confusion
 from seglab.models.factory import check_input_size, model_layout, use_channels_last
 from seglab.models.hparams import check_hparams
 from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
-from seglab.preprocessing import normalise, pixel_statistics, restore_logits
+from seglab.preprocessing import class_map, normalise, pixel_statistics, restore_logits
 
 
 class SegmentationModule(L.LightningModule):
@@ -157,7 +157,7 @@ class SegmentationModule(L.LightningModule):
             restored = restored_logits[i][None]
             target = batch["mask"][i : i + 1, : size[0], : size[1]]
             losses.append(self._loss(restored, target))
-            predictions.append(restored.argmax(dim=1)[0])
+            predictions.append(class_map(restored[0]))
             confusion.update(predictions[-1][None], target)
         loss = torch.stack(losses).mean()
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(sizes))

@@ -32,6 +32,7 @@ from seglab.prediction.geometry import (
 from seglab.prediction.info import ModelInfo
 from seglab.prediction.strips import SlideAccumulator
 from seglab.preprocessing import (
+    class_map,
     fit_size,
     images_to_batch,
     letterbox,
@@ -309,7 +310,7 @@ def check_image(image: np.ndarray, channels: int = 3) -> None:
 
 def to_labels(logits: torch.Tensor, num_classes: int) -> np.ndarray:
     """(C, H, W) logits -> (H, W) class indices, uint8 (uint16 past 255 classes)."""
-    return logits.argmax(dim=0).cpu().numpy().astype(index_dtype(num_classes))
+    return class_map(logits).cpu().numpy().astype(index_dtype(num_classes))
 
 
 def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
