@@ -66,7 +66,9 @@ def images_to_batch(images: Sequence[np.ndarray], device: torch.device) -> torch
     The result is a channels-last view of the stacked images (no copy); its values equal the
     validation loader's (ToTensorV2, then default collation).
     """
-    batch = torch.from_numpy(np.stack(images)).to(device, non_blocking=True)
+    # One image (batch 1, the CPU default): a view of it, no copy, unless it is strided (a flip)
+    stacked = np.ascontiguousarray(images[0])[None] if len(images) == 1 else np.stack(images)
+    batch = torch.from_numpy(stacked).to(device, non_blocking=True)
     return batch.permute(0, 3, 1, 2)
 
 

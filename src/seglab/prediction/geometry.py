@@ -5,6 +5,7 @@ with overlapping tiles whose logits are blended with weights that fall off towar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,9 +58,11 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     return [*starts, length - tile]
 
 
+@functools.lru_cache(maxsize=8)
 def tile_window(tile_h: int, tile_w: int, overlap: float, device: torch.device) -> torch.Tensor:
     """Per-pixel tile weight: 1 inside, falling linearly to 1/ramp over the overlap at the
-    border, so seams between tiles blend instead of jumping."""
+    border, so seams between tiles blend instead of jumping. Made once per size and shared
+    (3 ms a call at 512 px, once per image at batch 1): read it, never write into it."""
 
     def ramp(length: int) -> torch.Tensor:
         width = max(1, length - stride(length, overlap))
