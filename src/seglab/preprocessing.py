@@ -76,7 +76,9 @@ def normalise(images: torch.Tensor, mean_255: torch.Tensor, std_255: torch.Tenso
     """uint8 (N, C, H, W) -> float32 `(x - mean_255) / std_255` (from `pixel_statistics`)."""
     if images.dtype != torch.uint8:
         raise TypeError(f"normalise takes uint8 images (0-255), got {images.dtype}")
-    return (images.float() - mean_255) / std_255
+    # In place on the one new float tensor: the same operations, in the same order, as
+    # `(x - mean) / std`, without two more image-sized allocations (a third of its time).
+    return images.float().sub_(mean_255).div_(std_255)
 
 
 def denormalise(

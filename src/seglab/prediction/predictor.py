@@ -282,7 +282,8 @@ class Predictor:
             if self.flip:
                 logits = (logits + self._forward(chunk.flip(-1)).flip(-1)) / 2
             chunks.append(logits)
-        return torch.cat(chunks)[..., :height, :width]
+        logits = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        return logits[..., :height, :width]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         enabled = self.autocast_dtype is not None
