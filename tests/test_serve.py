@@ -206,12 +206,14 @@ def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving(
 def test_config_defaults_bind_to_loopback_and_errors_are_one_line(tmp_path: Path):
     config = ServeConfig.from_dotlist(["ckpt=x.ckpt"])
     assert (config.host, config.port, config.max_upload_mb) == ("127.0.0.1", 8000, 32.0)
+    assert config.batch_size == "auto"  # as predict.py: 1 on a CPU, 8 on a GPU
     for args, text in [
         ([], "give ckpt=PATH"),
         ([f"ckpt={tmp_path / 'missing.ckpt'}"], "no such file or folder"),
         ([f"ckpt={tmp_path}"], "holds no .ckpt or .onnx file"),
         (["ckpt=x.ckpt", "colour=red"], "unknown key(s) colour"),
         (["ckpt=x.ckpt", "port=abc"], "port='abc'"),
+        (["ckpt=x.ckpt", "batch_size=many"], "batch_size='many'"),
     ]:
         done = subprocess.run([SEGLAB, "serve", *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, (args, done.stderr)

@@ -28,7 +28,7 @@ class ServeConfig:
     flip: bool = False  # the default of requests that give no flip=
     scales: tuple[float, ...] = (1.0,)
     overlap: float = 0.25
-    batch_size: int = 8  # images (or slide tiles) per forward pass
+    batch_size: int | str = "auto"  # images (or tiles) per forward pass; auto: CPU 1, GPU 8
     max_batch: int = 8  # requests gathered into one batch
     max_wait_ms: float = 5.0  # how long a request waits for others to join its batch
     max_queue: int = 64  # waiting requests before the server answers 503
@@ -56,8 +56,11 @@ class ServeConfig:
 
 def _check_types(config: ServeConfig) -> None:
     for name in ("port", "batch_size", "max_batch", "max_queue"):
-        if not isinstance(getattr(config, name), int) or isinstance(getattr(config, name), bool):
-            raise ValueError(f"{name}={getattr(config, name)!r}: give a whole number")
+        value = getattr(config, name)
+        if name == "batch_size" and value == "auto":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name}={value!r}: give a whole number")
     for name in ("amp", "flip"):
         if not isinstance(getattr(config, name), bool):
             raise ValueError(f"{name}={getattr(config, name)!r}: give true or false")
