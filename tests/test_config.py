@@ -97,7 +97,7 @@ def test_defaults_are_the_documented_ones():
     cfg = compose_train([])
     # Chosen by benchmarks/equal_budget.py on real exports (benchmarks/README.md).
     assert cfg.model.arch == "fpn" and cfg.model.encoder_name == "resnet18"
-    assert cfg.loss.name == "weighted_sum" and set(cfg.loss.losses) == {"ce", "dice"}
+    assert cfg.loss.name == "ce" and cfg.loss.ignore_index == cfg.data.ignore_index
     assert cfg.optimizer.lr == 3e-3 and cfg.scheduler.warmup_steps == 20
     own_data = compose_train(["data.path=/your/export"])  # the demo preset pins its batch
     assert own_data.data.batch_size == 4 and own_data.data.crop_size == "auto"
@@ -105,12 +105,10 @@ def test_defaults_are_the_documented_ones():
     assert cfg.model.channels_last == "auto"
     assert cfg.trainer.sync_batchnorm is False and "sync_batchnorm" not in cfg.model
     assert cfg.optimizer.encoder_lr_mult == 1.0 and cfg.model.freeze_encoder is False
-    assert cfg.loss.class_weights == "enet"  # for the CE term; Dice weighs classes equally
-    assert cfg.loss.losses.dice.class_weights is None
+    assert cfg.loss.class_weights == "enet"
     assert (cfg.model.decoder_pyramid_channels, cfg.model.decoder_segmentation_channels) == (
         128,
         64,
     )
-    assert all(term.ignore_index == cfg.data.ignore_index for term in cfg.loss.losses.values())
     assert cfg.callbacks.model_checkpoint.monitor == "val/mIoU"
     assert "RichProgressBar" in cfg.callbacks.progress_bar._target_
