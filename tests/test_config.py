@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab.data.transforms import build_train_transform
 from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
+from seglab.precision import resolve_precision
 from tests.helpers import ROOT, compose_train
 
 # conf/predict/ holds predict.py's root config, not a group of train.yaml.
@@ -53,6 +54,8 @@ def build(group: str, cfg: DictConfig) -> object:
         return instantiate(node, augmentation=[], _recursive_=False)
     if group in ("callbacks", "logger"):
         return [instantiate(c) for c in (node or {}).values() if c]
+    if group == "trainer":  # `precision: auto` is resolved by training.build
+        return instantiate(node, precision=resolve_precision(node.precision, node.accelerator))
     return instantiate(node)
 
 

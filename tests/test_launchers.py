@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
 from mlflow import MlflowClient
 
+from seglab.precision import resolve_precision
 from tests.helpers import compose_train
 from tests.test_sweeps import summary, sweep
 
@@ -70,7 +71,8 @@ def test_slurm_launcher_follows_the_trainer(monkeypatch: pytest.MonkeyPatch, tmp
         monkeypatch.setenv(key, str(value))
     for function in (rank_zero_only, utils_rank_zero_only):  # the trainer makes this process
         monkeypatch.setattr(function, "rank", function.rank)  # rank 6 everywhere: restored after
-    trainer = instantiate(cfg.trainer, _convert_="object")
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    trainer = instantiate(cfg.trainer, _convert_="object", precision=precision)
     environment, launcher = trainer.strategy.cluster_environment, trainer.strategy.launcher
     assert isinstance(environment, SLURMEnvironment)
     # The check Lightning's launcher runs as fit starts (ValueError on a mismatch).

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab.budget import parse_budget
 from seglab.errors import ConfigError
+from seglab.precision import LIGHTNING_PRECISIONS
 
 DEMO_PRESET = "experiment=demo"
 # Command-line arguments that name the data: with none of them, train.py trains the demo.
@@ -137,6 +138,11 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "scheduler.min_lr_ratio": _number(0.0, 1.0),
     "scheduler.power": _number(0.0, low_open=True),
     "trainer.max_epochs": _optional(_number(-1, integer=True)),
+    "trainer.precision": lambda v: (
+        None
+        if str(v) in ("auto", *LIGHTNING_PRECISIONS)
+        else f"expected auto, 32-true, bf16-mixed or 16-mixed, found {v!r}"
+    ),
     "trainer.devices": lambda v: None if v == "auto" else _number(1, integer=True)(v),
     "trainer.accumulate_grad_batches": _number(1, integer=True),
     "trainer.gradient_clip_val": _optional(_number(0.0, low_open=True)),

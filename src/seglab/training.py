@@ -27,6 +27,7 @@ from seglab.data.sizes import resolve_crop_pixels
 from seglab.metrics import format_table
 from seglab.models.init_from import init_from_checkpoint
 from seglab.models.module import SegmentationModule
+from seglab.precision import resolve_precision
 from seglab.report import write_run_report
 from seglab.report.facts import write_run_facts
 from seglab.trackers import log_run_files
@@ -102,8 +103,9 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
         callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
     if timed:
         callbacks.append(ValidationCadence(share=VALIDATION_SHARE))
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **budget
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision, **budget
     )
     for logger in loggers:  # the whole resolved config, not only the module's arguments
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -166,6 +168,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 print(f"\n{stage} metrics ({best_ckpt or 'last weights'}):")
                 print(format_table(_nan_for_none(metrics), names, prefix=f"{stage}/"))
         train = {k.split("/")[1]: v for k, v in metrics.items() if k.startswith("train/")}
+        if train:
+            train["precision"] = trainer.precision  # `auto` resolved
         write_run_facts(run_dir, cfg, datamodule, dict(module.hparams), train,
                         time.perf_counter() - run_started)  # fmt: skip
         report = _write_report(run_dir) if cfg.get("report", True) else None

@@ -23,6 +23,7 @@ from seglab.metrics import metrics_from_confusion
 from seglab.models.factory import check_input_size, model_layout, use_channels_last
 from seglab.models.hparams import check_hparams
 from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
+from seglab.precision import full_precision
 from seglab.preprocessing import class_map, normalise, pixel_statistics, restore_logits
 
 
@@ -105,12 +106,14 @@ class SegmentationModule(L.LightningModule):
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int
     ) -> dict[str, list[torch.Tensor]]:
-        return self._evaluate_step(batch, self.val_confusion, "val")
+        with full_precision(self.device):
+            return self._evaluate_step(batch, self.val_confusion, "val")
 
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int
     ) -> dict[str, list[torch.Tensor]]:
-        return self._evaluate_step(batch, self.test_confusion, "test")
+        with full_precision(self.device):
+            return self._evaluate_step(batch, self.test_confusion, "test")
 
     def confusion_matrix(self, stage: str) -> torch.Tensor:
         """The `val` or `test` epoch's confusion matrix (rows true, columns predicted), summed
@@ -136,7 +139,9 @@ class SegmentationModule(L.LightningModule):
     ) -> dict[str, list[torch.Tensor]]:
         """Metrics at each image's own resolution: the logits of its fitted region are resized
         back to the image's size before the argmax (`restore_logits`, as predict.py does), and
-        compared with the untouched mask.
+        compared with the untouched mask. Always in float32 (`full_precision`), whatever
+        `trainer.precision` trained with: the scores are those of the float32 forward pass
+        that predict.py runs by default, so train.py's test equals predict.py's exactly.
 
         Returns each image's class-index prediction at its own size, which Lightning hands to
         the callbacks' `on_*_batch_end` (the report's per-image scores read them there).
@@ -176,7 +181,7 @@ class SegmentationModule(L.LightningModule):
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss in float32 even under 16-mixed/bf16-mixed: softmax sums in Dice, Lovász's
         sorted cumulative sums and focal's (1 - p)^gamma lose too much precision in half."""
-        with torch.autocast(self.device.type, enabled=False):
+        with full_precision(self.device):
             return self.criterion(logits.float(), target)
 
     def _log_epoch_metrics(self, stage: str) -> None:

@@ -50,7 +50,7 @@ def write_run_facts(
             "budget": cfg.get("budget"),
             "max_epochs": cfg.trainer.get("max_epochs"),
             "max_time": cfg.trainer.get("max_time"),
-            "precision": cfg.trainer.get("precision"),
+            "precision": train.get("precision", cfg.trainer.get("precision")),
             "devices": cfg.trainer.get("devices"),
         },
         "seed": cfg.get("seed"),
