@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ from PIL import Image
 from seglab.data.dataset import SegmentationDataset, build_decoder
 from seglab.data.errors import DatasetError
 from seglab.data.layouts import read_export
+from seglab.data.masks import color_png, colorize
 from seglab.data.scan import raise_on_problems, scan_export
 from tests.exports import CLASSES, striped, to_rgb, write_cvat
 
@@ -130,3 +132,25 @@ def test_exif_rotated_image_pairs_with_the_mask_as_cvat_shows_it(export_root: Pa
     assert "a.png: mask is 6x5 but image" in scan_export(export, decoder).problems[0]
     with pytest.raises(DatasetError, match=r"a\.png: mask is 6x5"):
         dataset.load(0)
+
+
+def test_colour_png_is_indexed_and_reads_back_as_the_classes(export_root: Path):
+    """predict.py's and the server's `_color.png`: a palette PNG whose RGB is the labelmap's,
+    read by OpenCV and Pillow as `colorize` paints it and by seglab as the same classes (a
+    prediction can go back into a training export)."""
+    colors = [c.color for c in CLASSES]
+    encoded = color_png(MASK, colors)
+    assert Image.open(io.BytesIO(encoded)).mode == "P"
+    by_opencv = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(by_opencv[..., ::-1], colorize(MASK, colors))
+    mask_path(export_root).write_bytes(encoded)
+    np.testing.assert_array_equal(decode(export_root), MASK)
+
+
+def test_colour_png_past_256_classes_is_rgb():
+    colors = [(i % 256, i // 256, 7) for i in range(300)]
+    labels = np.arange(300, dtype=np.uint16).reshape(15, 20)
+    encoded = color_png(labels, colors)
+    image = Image.open(io.BytesIO(encoded))
+    assert image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image), colorize(labels, colors))

@@ -110,17 +110,24 @@ def streamed(paths: list[Path], limit: int | None) -> list[Path]:
 
 
 class PngStream:
-    """A PNG written row by row: 8- or 16-bit grayscale, or 8-bit RGB. Like OpenCV's default
-    PNG settings (Sub filter, zlib level 1, run-length strategy), fast rather than small."""
+    """A PNG written row by row: 8- or 16-bit grayscale, 8-bit RGB, or 8-bit indices with a
+    `palette` of (R, G, B) entries (the colour mask, as `seglab.data.masks.color_png` writes
+    it). Like OpenCV's default PNG settings (Sub filter, zlib level 1, run-length strategy),
+    fast rather than small."""
 
-    def __init__(self, file: BinaryIO, width: int, height: int, dtype: np.dtype, channels: int):
+    def __init__(
+        self, file: BinaryIO, width: int, height: int, dtype: np.dtype, channels: int,
+        palette: np.ndarray | None = None,
+    ):  # fmt: skip
         self.file, self.width, self.channels = file, width, channels
         self.big_endian = np.dtype(dtype).newbyteorder(">")
         depth = 8 * np.dtype(dtype).itemsize
-        color_type = 2 if channels == 3 else 0
+        color_type = 2 if channels == 3 else 3 if palette is not None else 0
         header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
         file.write(PNG_SIGNATURE)
         self._chunk(b"IHDR", header)
+        if palette is not None:
+            self._chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes())
         self._zlib = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
         self._pending: list[bytes] = []
         self._size = 0
@@ -202,7 +209,11 @@ def predict_streamed(
         if "index" in kinds:
             pngs["index"] = PngStream(open_partial("_index.png"), width, height, dtype, 1)
         if "color" in kinds:
-            pngs["color"] = PngStream(open_partial("_color.png"), width, height, np.uint8, 3)
+            indexed = len(writer.palette) <= 256  # as `color_png`: RGB past 256 classes
+            palette = writer.palette if indexed else None
+            pngs["color"] = PngStream(
+                open_partial("_color.png"), width, height, np.uint8, 1 if indexed else 3, palette
+            )
         probs = None
         if "probs" in kinds:
             shape = (predictor.num_classes, height, width)
@@ -214,13 +225,13 @@ def predict_streamed(
                 labels[top:bottom] = rows
             if "index" in pngs:
                 pngs["index"].write(rows)
-            if {"color", "overlay"} & kinds:
-                colored = colorize(rows, writer.palette)
-                if "color" in pngs:
-                    pngs["color"].write(colored)
-                if "overlay" in kinds:  # no tile reads these rows again (slide_strips)
-                    part = image[top:bottom]
-                    cv2.addWeighted(part, 1.0 - writer.alpha, colored, writer.alpha, 0.0, dst=part)
+            if "color" in pngs:
+                pngs["color"].write(
+                    rows if pngs["color"].channels == 1 else colorize(rows, writer.palette)
+                )
+            if "overlay" in kinds:  # no tile reads these rows again (slide_strips)
+                colored, part = colorize(rows, writer.palette), image[top:bottom]
+                cv2.addWeighted(part, 1.0 - writer.alpha, colored, writer.alpha, 0.0, dst=part)
             if probs is not None:
                 probs.write(top, to_probabilities(logits).half().cpu().numpy())
             if on_rows is not None:

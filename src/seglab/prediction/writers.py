@@ -15,7 +15,7 @@ import torch
 from seglab.atomic import atomic_write, remove_stale
 from seglab.data.channels import display_rgb
 from seglab.data.cvat_writer import CvatWriter
-from seglab.data.masks import colorize
+from seglab.data.masks import color_png, colorize
 from seglab.errors import ConfigError
 from seglab.prediction.info import ModelInfo
 from seglab.prediction.predictor import to_probabilities
@@ -56,14 +56,14 @@ class MaskWriter:
         stem = self.stem(relative)
         if "index" in self.kinds:
             _imwrite(stem.with_name(f"{stem.name}_index.png"), labels)
-        if {"color", "overlay"} & self.kinds:
+        if "color" in self.kinds:
+            encoded = color_png(labels, self.palette)
+            atomic_write(stem.with_name(f"{stem.name}_color.png"), lambda p: p.write_bytes(encoded))
+        if "overlay" in self.kinds:
+            shown = display_rgb(image, self.bands)
             color = colorize(labels, self.palette)
-            if "color" in self.kinds:
-                _imwrite(stem.with_name(f"{stem.name}_color.png"), color[..., ::-1])
-            if "overlay" in self.kinds:
-                shown = display_rgb(image, self.bands)
-                blended = cv2.addWeighted(shown, 1.0 - self.alpha, color, self.alpha, 0.0)
-                _imwrite(stem.with_name(f"{stem.name}_overlay.jpg"), blended[..., ::-1])
+            blended = cv2.addWeighted(shown, 1.0 - self.alpha, color, self.alpha, 0.0)
+            _imwrite(stem.with_name(f"{stem.name}_overlay.jpg"), blended[..., ::-1])
         if "probs" in self.kinds:
             probs = to_probabilities(logits).half().cpu().numpy()
             atomic_write(stem.with_name(f"{stem.name}_probs.npy"), lambda p: np.save(p, probs))

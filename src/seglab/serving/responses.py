@@ -1,7 +1,8 @@
 """What `POST /predict` answers: a class-index PNG, a colour PNG, or JSON with per-class areas.
 
-The PNGs are encoded as predict.py writes its `_index.png` and `_color.png` files (OpenCV,
-uint8 indices, uint16 past 255 classes), so a client decodes the same masks from either.
+The PNGs are encoded as predict.py writes its `_index.png` and `_color.png` files (indices by
+OpenCV, uint8 or uint16 past 255 classes; colours as an indexed PNG, `seglab.data.masks.color_png`),
+so a client decodes the same masks from either.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from seglab.data.masks import colorize
+from seglab.data.masks import color_png as encode_color_png
 from seglab.prediction import ModelInfo
 
 FORMATS = ("index", "color", "json")
@@ -35,7 +36,7 @@ def index_png(labels: np.ndarray) -> bytes:
 
 
 def color_png(labels: np.ndarray, info: ModelInfo) -> bytes:
-    return _png(colorize(labels, np.asarray(info.colors, np.uint8))[..., ::-1])
+    return encode_color_png(labels, info.colors)
 
 
 def areas(labels: np.ndarray, info: ModelInfo) -> list[dict[str, Any]]:
