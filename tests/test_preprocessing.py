@@ -16,7 +16,7 @@ from seglab.checkpoints import read_checkpoint
 from seglab.demo import write_demo_export
 from seglab.models.module import SegmentationModule
 from seglab.prediction import Prepared, load_checkpoint, load_predictor
-from seglab.preprocessing import denormalise, normalise, pixel_statistics
+from seglab.preprocessing import denormalise, images_to_batch, normalise, pixel_statistics
 from tests.helpers import TINY, compose_predict, compose_train
 
 CPU = torch.device("cpu")
@@ -126,3 +126,14 @@ def test_class_map_is_argmax_over_classes_in_either_layout():
         assert torch.equal(class_map(logits), expected)
         channels_last = logits.permute(1, 2, 0).contiguous().permute(2, 0, 1)
         assert torch.equal(class_map(channels_last), expected)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_batch_of_images_is_densely_strided_channels_last(count: int):
+    """The batch the network gets is a dense channels-last tensor: one image's batch axis with
+    numpy's stride of 0 made oneDNN's convolutions take a slower path (0.83x on a CPU)."""
+    images = [np.full((48, 64, 3), i, np.uint8) for i in range(count)]
+    batch = normalise(images_to_batch(images, CPU), *pixel_statistics([0.5] * 3, [0.25] * 3, CPU))
+    assert batch.shape == (count, 3, 48, 64)
+    assert batch.stride() == (48 * 64 * 3, 1, 64 * 3, 3)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
