@@ -238,6 +238,9 @@ def _session(path: Path, device: torch.device) -> Any:
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    # No busy-waiting between runs: predict.py decodes, normalises and writes in other threads
+    # between forward passes, and a spinning onnxruntime pool would take their cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:
