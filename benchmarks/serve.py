@@ -7,14 +7,20 @@ latency? Paths, interleaved:
 - `bare forward (torch)`  the network on pre-made, normalised batches of `--batch` images of
                           the training size; no HTTP, decoding or encoding (the baseline);
 - `serve, 1 client`       one client posting JPEG files one after the other (no batching);
-- `serve, N clients`      N clients at once: the server batches them (max_batch=`--batch`).
+- `serve MODE, N clients` N clients at once (`/predict?mode=MODE`, each of resize, whole and
+                          slide): the server batches them (max_batch=`--batch`);
+- `bare forward (onnx)`, `serve onnx MODE, N clients`   the same model exported to ONNX and
+                          served by the same server (`ckpt=` a folder holding both files).
+
+Each row is also given against the bare forward of its own backend (torch or onnx).
 
 Each client keeps one HTTP connection open and sends the JPEG file of a demo image of `--size`
 pixels (the model's training size) for `--seconds`; the answer is the class-index PNG. The
 server is a real `seglab serve` process; its peak resident memory (VmHWM) is read at the end.
 
     python benchmarks/serve.py                 # U-Net ResNet-34, 512 px, 8 clients, batch 8
-    python benchmarks/serve.py --quick         # < 1 min on 2 cores
+    python benchmarks/serve.py --quick         # ~1 min on 2 cores
+    python benchmarks/serve.py --no-onnx --modes resize   # the checkpoint in resize mode only
 
 Prints a markdown table and writes `benchmarks/results/serve.json`.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import socket
 import statistics
 import subprocess
@@ -37,17 +44,20 @@ import torch
 
 from seglab.demo import write_demo_export
 from seglab.prediction import load_checkpoint
+from seglab.prediction.onnx import open_onnx, write_onnx
 
 from harness import interleave, markdown, save, summarize
 from inference import bare_forward, write_checkpoint
 
 BASELINE = "bare forward (torch)"
+ONNX_BASELINE = "bare forward (onnx)"
 SEGLAB = str(Path(sys.executable).with_name("seglab"))
 
 
-def start_server(ckpt: Path, port: int, batch: int) -> subprocess.Popen:
+def start_server(models: Path, port: int, batch: int) -> subprocess.Popen:
+    """`seglab serve ckpt=FOLDER`: every model file in `models` served by one process."""
     server = subprocess.Popen(
-        [SEGLAB, "serve", f"ckpt={ckpt}", f"port={port}", "device=cpu", f"max_batch={batch}",
+        [SEGLAB, "serve", f"ckpt={models}", f"port={port}", "device=cpu", f"max_batch={batch}",
          f"batch_size={batch}", "max_wait_ms=10"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -65,11 +75,20 @@ def start_server(ckpt: Path, port: int, batch: int) -> subprocess.Popen:
     raise TimeoutError("seglab serve did not start in 300 s")
 
 
+def served_names(port: int) -> dict[str, str]:
+    """File name -> the name `/predict?model=` takes (the stem, or the file name where two
+    files share a stem), from the server's `GET /models`."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/models")
+    listed = json.loads(connection.getresponse().read())["models"]
+    return {model["file"]: model["name"] for model in listed}
+
+
 def clients(
-    port: int, count: int, images: list[bytes], seconds: float, latencies: list[float]
+    port: int, count: int, images: list[bytes], seconds: float, latencies: list[float], query: str
 ) -> Callable[[], float]:
-    """A measurement: `count` threads posting images for `seconds`; returns images/s and
-    appends each request's latency (s) to `latencies`."""
+    """A measurement: `count` threads posting images to `/predict?query` for `seconds`; returns
+    images/s and appends each request's latency (s) to `latencies`."""
 
     def client(done: list[int], stop: float) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
@@ -77,7 +96,7 @@ def clients(
         while time.perf_counter() < stop:
             body = images[i % len(images)]
             start = time.perf_counter()
-            connection.request("POST", "/predict", body, {"Content-Type": "image/jpeg"})
+            connection.request("POST", f"/predict?{query}", body, {"Content-Type": "image/jpeg"})
             response = connection.getresponse()
             response.read()
             if response.status != 200:
@@ -87,16 +106,26 @@ def clients(
             i += 1
         connection.close()
 
+    def guarded(done: list[int], stop: float, errors: list[BaseException]) -> None:
+        try:
+            client(done, stop)
+        except BaseException as err:  # raised by measure(): a failed request is no figure
+            errors.append(err)
+
     def measure() -> float:
         done: list[int] = []
+        errors: list[BaseException] = []
         start = time.perf_counter()
         threads = [
-            threading.Thread(target=client, args=(done, start + seconds)) for _ in range(count)
+            threading.Thread(target=guarded, args=(done, start + seconds, errors))
+            for _ in range(count)
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        if errors:
+            raise RuntimeError(f"a client failed: {errors[0]}") from errors[0]
         return len(done) / (time.perf_counter() - start)
 
     return measure
@@ -130,6 +159,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="per measurement (30; quick 3)")
     parser.add_argument("--repeats", type=int, help="interleaved repetitions (3; quick 1)")
     parser.add_argument("--port", type=int, help="loopback port (default: a free one)")
+    parser.add_argument("--modes", nargs="+", default=["resize", "whole", "slide"])
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX paths")
     parser.add_argument("--output", type=Path, help="JSON file (default results/serve.json)")
     args = parser.parse_args()
     size = args.size or (64 if args.quick else 512)
@@ -141,48 +172,65 @@ def main() -> None:
         tmp = Path(tmp)
         export = write_demo_export(tmp / "images", size=size, splits={"train": 16})
         images = [p.read_bytes() for p in sorted((export / "JPEGImages").glob("*.jpg"))]
-        ckpt = write_checkpoint(tmp / "model.ckpt", args.arch, args.encoder, size)
+        models = tmp / "models"
+        models.mkdir()
+        ckpt = write_checkpoint(models / "model.ckpt", args.arch, args.encoder, size)
         network, _ = load_checkpoint(ckpt, device)
         batches = [
             torch.randn(args.batch, 3, size, size).contiguous(memory_format=torch.channels_last)
             for _ in range(2)
         ]
+        if not args.no_onnx:
+            write_onnx(ckpt, models / "model.onnx")
         port = args.port or free_port()
-        server = start_server(ckpt, port, args.batch)
-        one, many = [], []  # latencies (s)
-        many_name = f"serve, {args.clients} clients"
+        server = start_server(models, port, args.batch)
         try:
-            runs = interleave(
-                {
-                    BASELINE: bare_forward(network, batches, device, None),
-                    "serve, 1 client": clients(port, 1, images, seconds, one),
-                    many_name: clients(port, args.clients, images, seconds, many),
-                },
-                repeats,
-            )
+            names = served_names(port)  # the server's name for each file
+            paths = {BASELINE: bare_forward(network, batches, device, None)}
+            latencies: dict[str, list[float]] = {}  # per path (s)
+
+            def served(path: str, count: int, file: str, mode: str) -> None:
+                latencies[path] = []
+                query = f"model={names[file]}&mode={mode}"
+                paths[path] = clients(port, count, images, seconds, latencies[path], query)
+
+            served("serve, 1 client", 1, "model.ckpt", "resize")
+            for mode in args.modes:
+                served(f"serve {mode}, {args.clients} clients", args.clients, "model.ckpt", mode)
+            if not args.no_onnx:
+                onnx_network, _, _ = open_onnx(models / "model.onnx", device)
+                paths[ONNX_BASELINE] = bare_forward(onnx_network, batches, device, None)
+                for mode in args.modes:
+                    path = f"serve onnx {mode}, {args.clients} clients"
+                    served(path, args.clients, "model.onnx", mode)
+            runs = interleave(paths, repeats)
             peak = peak_rss_mib(server.pid)
         finally:
             server.terminate()
             server.wait(30)
     rows = summarize(runs, BASELINE)
+    bare = {row["path"]: row["median_img_s"] for row in rows if row["path"].startswith("bare")}
     for row in rows:
-        latencies = {"serve, 1 client": one, many_name: many}.get(row["path"])
-        row["p50_ms"] = round(1000 * statistics.median(latencies), 1) if latencies else "–"
-        row["p99_ms"] = round(1000 * percentile(latencies, 0.99), 1) if latencies else "–"
-        row["server_peak_rss_mib"] = round(peak) if latencies else "–"
+        measured = latencies.get(row["path"])
+        row["own_backend_ratio"] = round(
+            row["median_img_s"] / bare[ONNX_BASELINE if "onnx" in row["path"] else BASELINE], 3
+        )
+        row["p50_ms"] = round(1000 * statistics.median(measured), 1) if measured else "–"
+        row["p99_ms"] = round(1000 * percentile(measured, 0.99), 1) if measured else "–"
+        row["server_peak_rss_mib"] = round(peak) if measured else "–"
 
     print(f"\nseglab serve, {args.arch} {args.encoder}, JPEG images of {size}x{size} (= the "
           f"training size), max_batch {args.batch}, {seconds:g} s per measurement, {repeats} "
           "interleaved repetitions, CPU\n")  # fmt: skip
     print(markdown(rows, BASELINE))
-    print("\n| path | p50 latency (ms) | p99 latency (ms) | server peak RSS (MiB) |")
-    print("|---|---|---|---|")
-    for row in rows[1:]:
-        print(
-            f"| {row['path']} | {row['p50_ms']} | {row['p99_ms']} | {row['server_peak_rss_mib']} |"
-        )
+    print("\n| path | × the bare forward of its own backend | p50 latency (ms) | p99 latency "
+          "(ms) | server peak RSS (MiB) |\n|---|---|---|---|---|")  # fmt: skip
+    for row in rows:
+        print(f"| {row['path']} | {row['own_backend_ratio']:.2f} | {row['p50_ms']} | "
+              f"{row['p99_ms']} | {row['server_peak_rss_mib']} |")  # fmt: skip
     settings = {"arch": args.arch, "encoder": args.encoder, "size": size, "clients": args.clients,
-                "batch": args.batch, "seconds": seconds, "repeats": repeats}  # fmt: skip
+                "batch": args.batch, "seconds": seconds, "repeats": repeats, "modes": args.modes,
+                "onnx": not args.no_onnx}  # fmt: skip
     save("serve", args.output, settings, rows)
 
 

@@ -69,15 +69,20 @@ def test_inference(tmp_path: Path):
 
 
 def test_serve(tmp_path: Path):
-    """A real `seglab serve` under 1 and 2 concurrent clients, against the bare forward."""
+    """A real `seglab serve` (a checkpoint and its ONNX export) under 1 and 2 concurrent
+    clients, against the bare forward of each backend."""
     stdout, result = run_benchmark(
-        "serve", tmp_path / "r.json", "--seconds", "1", "--clients", "2", "--encoder", "resnet18"
-    )
+        "serve", tmp_path / "r.json", "--seconds", "1", "--clients", "2", "--encoder", "resnet18",
+        "--modes", "slide",
+    )  # fmt: skip
     rows = {row["path"]: row for row in result["rows"]}
-    assert list(rows) == ["bare forward (torch)", "serve, 1 client", "serve, 2 clients"]
-    assert rows["serve, 2 clients"]["p50_ms"] > 0 and rows["serve, 2 clients"]["p99_ms"] > 0
+    assert list(rows) == ["bare forward (torch)", "serve, 1 client", "serve slide, 2 clients",
+                          "bare forward (onnx)", "serve onnx slide, 2 clients"]  # fmt: skip
+    for served in ("serve slide, 2 clients", "serve onnx slide, 2 clients"):
+        assert rows[served]["p50_ms"] > 0 and rows[served]["p99_ms"] > 0
+        assert rows[served]["own_backend_ratio"] > 0
     assert rows["serve, 1 client"]["server_peak_rss_mib"] > 100
-    assert "| serve, 2 clients |" in stdout
+    assert "| serve onnx slide, 2 clients |" in stdout
 
 
 def test_dataset_scan(tmp_path: Path):
