@@ -9,6 +9,8 @@ latency? Paths, interleaved:
 - `serve, 1 client`       one client posting JPEG files one after the other (no batching);
 - `serve MODE, N clients` N clients at once (`/predict?mode=MODE`, each of resize, whole and
                           slide): the server batches them (max_batch=`--batch`);
+- `litserve resize, N clients` (`--litserve`): the same checkpoint behind LitServe, Lightning's
+                          serving library (`litserve_app.py`; needs `pip install litserve`);
 - `bare forward (onnx)`, `serve onnx MODE, N clients`   the same model exported to ONNX and
                           served by the same server (`ckpt=` a folder holding both files).
 
@@ -28,6 +30,7 @@ Prints a markdown table and writes `benchmarks/results/serve.json`.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import socket
@@ -56,15 +59,24 @@ SEGLAB = str(Path(sys.executable).with_name("seglab"))
 
 def start_server(models: Path, port: int, batch: int) -> subprocess.Popen:
     """`seglab serve ckpt=FOLDER`: every model file in `models` served by one process."""
-    server = subprocess.Popen(
-        [SEGLAB, "serve", f"ckpt={models}", f"port={port}", "device=cpu", f"max_batch={batch}",
-         f"batch_size={batch}", "max_wait_ms=10"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    command = [SEGLAB, "serve", f"ckpt={models}", f"port={port}", "device=cpu",
+               f"max_batch={batch}", f"batch_size={batch}", "max_wait_ms=10"]  # fmt: skip
+    return wait_until_up(command, port)
+
+
+def start_litserve(ckpt: Path, port: int, batch: int) -> subprocess.Popen:
+    """The same checkpoint behind LitServe (`litserve_app.py`), for `--litserve`."""
+    app = Path(__file__).with_name("litserve_app.py")
+    return wait_until_up([sys.executable, str(app), str(ckpt), str(port), str(batch)], port)
+
+
+def wait_until_up(command: list[str], port: int) -> subprocess.Popen:
+    """Start `command` and return once it answers `GET /health` with 200."""
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"seglab serve exited: {server.stderr.read()}")
+            raise RuntimeError(f"{command[:2]} exited: {server.stderr.read()}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/health")
@@ -72,7 +84,8 @@ def start_server(models: Path, port: int, batch: int) -> subprocess.Popen:
                 return server
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError("seglab serve did not start in 300 s")
+    server.terminate()
+    raise TimeoutError(f"{command[:2]} did not start in 300 s")
 
 
 def served_names(port: int) -> dict[str, str]:
@@ -85,18 +98,24 @@ def served_names(port: int) -> dict[str, str]:
 
 
 def clients(
-    port: int, count: int, images: list[bytes], seconds: float, latencies: list[float], query: str
+    port: int,
+    count: int,
+    bodies: list[bytes],
+    seconds: float,
+    latencies: list[float],
+    target: str,
+    content_type: str = "image/jpeg",
 ) -> Callable[[], float]:
-    """A measurement: `count` threads posting images to `/predict?query` for `seconds`; returns
-    images/s and appends each request's latency (s) to `latencies`."""
+    """A measurement: `count` threads posting `bodies` to `target` (e.g. `/predict?mode=whole`)
+    for `seconds`; returns images/s and appends each request's latency (s) to `latencies`."""
 
     def client(done: list[int], stop: float) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         i = 0
         while time.perf_counter() < stop:
-            body = images[i % len(images)]
+            body = bodies[i % len(bodies)]
             start = time.perf_counter()
-            connection.request("POST", f"/predict?{query}", body, {"Content-Type": "image/jpeg"})
+            connection.request("POST", target, body, {"Content-Type": content_type})
             response = connection.getresponse()
             response.read()
             if response.status != 200:
@@ -161,6 +180,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, help="loopback port (default: a free one)")
     parser.add_argument("--modes", nargs="+", default=["resize", "whole", "slide"])
     parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX paths")
+    parser.add_argument(
+        "--litserve", action="store_true", help="add LitServe (litserve_app.py), resize mode"
+    )
     parser.add_argument("--output", type=Path, help="JSON file (default results/serve.json)")
     args = parser.parse_args()
     size = args.size or (64 if args.quick else 512)
@@ -184,6 +206,7 @@ def main() -> None:
             write_onnx(ckpt, models / "model.onnx")
         port = args.port or free_port()
         server = start_server(models, port, args.batch)
+        others: list[subprocess.Popen] = []  # LitServe's server, with --litserve
         try:
             names = served_names(port)  # the server's name for each file
             paths = {BASELINE: bare_forward(network, batches, device, None)}
@@ -191,12 +214,21 @@ def main() -> None:
 
             def served(path: str, count: int, file: str, mode: str) -> None:
                 latencies[path] = []
-                query = f"model={names[file]}&mode={mode}"
-                paths[path] = clients(port, count, images, seconds, latencies[path], query)
+                target = f"/predict?model={names[file]}&mode={mode}"
+                paths[path] = clients(port, count, images, seconds, latencies[path], target)
 
             served("serve, 1 client", 1, "model.ckpt", "resize")
             for mode in args.modes:
                 served(f"serve {mode}, {args.clients} clients", args.clients, "model.ckpt", mode)
+            if args.litserve:
+                lit_port = free_port()
+                others.append(start_litserve(ckpt, lit_port, args.batch))
+                as_json = [json.dumps({"image": base64.b64encode(i).decode()}).encode()
+                           for i in images]  # fmt: skip
+                path = f"litserve resize, {args.clients} clients"
+                latencies[path] = []
+                paths[path] = clients(lit_port, args.clients, as_json, seconds, latencies[path],
+                                      "/predict", "application/json")  # fmt: skip
             if not args.no_onnx:
                 onnx_network, _, _ = open_onnx(models / "model.onnx", device)
                 paths[ONNX_BASELINE] = bare_forward(onnx_network, batches, device, None)
@@ -206,8 +238,9 @@ def main() -> None:
             runs = interleave(paths, repeats)
             peak = peak_rss_mib(server.pid)
         finally:
-            server.terminate()
-            server.wait(30)
+            for process in [server, *others]:
+                process.terminate()
+                process.wait(30)
     rows = summarize(runs, BASELINE)
     bare = {row["path"]: row["median_img_s"] for row in rows if row["path"].startswith("bare")}
     for row in rows:
@@ -217,7 +250,8 @@ def main() -> None:
         )
         row["p50_ms"] = round(1000 * statistics.median(measured), 1) if measured else "–"
         row["p99_ms"] = round(1000 * percentile(measured, 0.99), 1) if measured else "–"
-        row["server_peak_rss_mib"] = round(peak) if measured else "–"
+        seglab_serve = measured and not row["path"].startswith("litserve")  # the RSS measured
+        row["server_peak_rss_mib"] = round(peak) if seglab_serve else "–"
 
     print(f"\nseglab serve, {args.arch} {args.encoder}, JPEG images of {size}x{size} (= the "
           f"training size), max_batch {args.batch}, {seconds:g} s per measurement, {repeats} "
@@ -230,7 +264,7 @@ def main() -> None:
               f"{row['p99_ms']} | {row['server_peak_rss_mib']} |")  # fmt: skip
     settings = {"arch": args.arch, "encoder": args.encoder, "size": size, "clients": args.clients,
                 "batch": args.batch, "seconds": seconds, "repeats": repeats, "modes": args.modes,
-                "onnx": not args.no_onnx}  # fmt: skip
+                "onnx": not args.no_onnx, "litserve": args.litserve}  # fmt: skip
     save("serve", args.output, settings, rows)
 
 
