@@ -13,6 +13,7 @@ from torch import nn
 
 from seglab.console import say
 from seglab.errors import ConfigError
+from seglab.models.fine_stage import set_decoder_output_stride
 
 TIMM_PREFIX = "tu-"  # smp's prefix for any timm backbone, e.g. tu-vit_tiny_patch16_224
 
@@ -30,6 +31,7 @@ def create_model(
     freeze_encoder: bool = False,
     channels_last: bool | str | None = None,
     compile: bool = False,
+    decoder_output_stride: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """`smp.create_model` that names the valid choices and explains failed weight downloads.
@@ -39,6 +41,8 @@ def create_model(
     without internet (`load_encoder_weights`).
 
     `freeze_encoder` also keeps the encoder's normalisation statistics fixed (smp's own freeze);
+    `decoder_output_stride`: null keeps smp's architecture; 2 adds a stride-2 stage to a
+    decoder that predicts at 1/4 scale (`fine_stage`), for finer outlines.
     `channels_last` (true, false, or `auto`: on when CUDA is available, see
     `use_channels_last`) and `compile` are speed options that leave the state dict unchanged.
     Synchronised batch norm across processes is the Trainer's `trainer.sync_batchnorm`.
@@ -65,6 +69,7 @@ def create_model(
             "model.encoder_weights=null to the command line; or copy the weights into the "
             "Hugging Face / torch hub cache on a machine with internet access."
         ) from err
+    set_decoder_output_stride(model, decoder_output_stride, arch)
     if weights_file:
         load_encoder_weights(model.encoder, weights_file, encoder_name)
     if freeze_encoder:

@@ -1,0 +1,72 @@
+"""A stride-2 stage after a decoder that predicts at 1/4 scale: finer outlines, little time.
+
+FPN, DeepLabV3+, UPerNet and PAN decode at a quarter of the input's resolution and upsample
+their class scores ×4; objects a few pixels across, and every outline, are then drawn from a
+grid four pixels wide. U-Net-like decoders draw them at full resolution but pay for a whole
+decoder at the high resolutions, which halved the images trained per minute on a CPU
+(benchmarks/README.md). `model.decoder_output_stride=2` adds one light stage instead: the
+decoder's output brought to 1/2 scale and merged with the encoder's own stride-2 features
+(the stem's edges, which those decoders never see), one 3×3 convolution, then the class scores
+upsampled ×2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.base import SegmentationHead
+from torch import nn
+
+from seglab.errors import ConfigError
+
+STRIDES = (2, 4)
+
+
+class StrideTwoDecoder(nn.Module):
+    """The architecture's decoder followed by the stride-2 merge (keys `decoder.decoder.*` for
+    the original decoder, `decoder.merge.*` for the stage)."""
+
+    def __init__(self, decoder: nn.Module, decoder_channels: int, skip_channels: int):
+        super().__init__()
+        self.decoder = decoder
+        self.out_channels = max(16, decoder_channels // 2)
+        self.merge = nn.Sequential(
+            nn.Conv2d(
+                decoder_channels + skip_channels, self.out_channels, 3, padding=1, bias=False
+            ),
+            nn.BatchNorm2d(self.out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        coarse = self.decoder(features)
+        skip = features[1]  # the encoder's stride-2 features
+        coarse = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.merge(torch.cat([coarse, skip], dim=1))
+
+
+def set_decoder_output_stride(model: nn.Module, stride: int | None, arch: str) -> None:
+    """`model.decoder_output_stride`: null or 4 keeps the architecture as smp builds it; 2 adds
+    the stride-2 stage to an architecture whose head upsamples its scores ×4."""
+    if stride is None:
+        return
+    key = f"model.decoder_output_stride={stride!r}"
+    if type(stride) is not int or stride not in STRIDES:
+        raise ConfigError(f"{key}: give 2 (finer outlines), 4 or null (the architecture's own)")
+    head = model.segmentation_head
+    upsample = next((m for m in head if isinstance(m, nn.Upsample)), None)
+    own = int(upsample.scale_factor) if upsample is not None else 1
+    if stride == own:
+        return
+    stem_channels = model.encoder.out_channels[1]
+    conv = head[0]
+    if own != 4 or stride != 2 or not isinstance(conv, nn.Conv2d) or stem_channels <= 0:
+        raise ConfigError(
+            f"{key}: model.arch={arch} predicts at 1/{own} scale and only a ×4 head with an "
+            "encoder that has stride-2 features can add the stride-2 stage; use e.g. "
+            "model=fpn, or leave model.decoder_output_stride=null"
+        )
+    model.decoder = StrideTwoDecoder(model.decoder, conv.in_channels, stem_channels)
+    model.segmentation_head = SegmentationHead(
+        model.decoder.out_channels, conv.out_channels, kernel_size=conv.kernel_size[0], upsampling=2
+    )
