@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/equal_budget"),
                         help="where the seglab run directories go")  # fmt: skip
     parser.add_argument("--output", type=Path, default=None,
-                        help="the JSON (default: results/equal_budget_<dataset>.json)")  # fmt: skip
+                        help="the JSON (default: results/equal_budget_<dataset>.json; "
+                        "--seglab-only and --plain-only write one only when given)")  # fmt: skip
     parser.add_argument("--seglab-only", action="store_true",
                         help="exploration: train and score seglab's arm alone")  # fmt: skip
     parser.add_argument("--plain-only", action="store_true",
@@ -176,15 +177,21 @@ def main() -> None:
         plain_score = score(plain_predict, root, args.test_subset)
         print(f"\n{root.name}: plain loop test mIoU {plain_score['mIoU']:.4f} ({plain_rate:.2f} "
               f"images/s, crops {crop[0]}x{crop[1]}, {args.minutes} min)")  # fmt: skip
+        plain = {**plain_score, "images_per_s": plain_rate, "crop": list(crop)}
+        write_result(args.output, {**header(root, args), "plain": plain})
         return
     run_dir = (args.out / f"{root.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     seglab_predict, seglab_rate, seglab_metrics = seglab_arm(
         root, args.minutes, args.seglab_args, run_dir / "seglab"
     )
     seglab_score = score(seglab_predict, root, args.test_subset)
+    seglab = {**seglab_score, "images_per_s": seglab_rate, "overrides": args.seglab_args,
+              "train_py_test_mIoU": seglab_metrics.get("test/mIoU"),
+              "best_ckpt": seglab_metrics.get("best_ckpt")}  # fmt: skip
     if args.seglab_only:
         print(f"\n{root.name} {args.seglab_args}: seglab test mIoU {seglab_score['mIoU']:.4f} "
               f"({seglab_rate} images/s)")  # fmt: skip
+        write_result(args.output, {**header(root, args), "seglab": seglab})
         return
     print(f"plain loop: {args.minutes} min, crops {crop[0]}x{crop[1]}", flush=True)
     plain_predict, plain_rate = plain_loop(root, args.train_subset, args.minutes, tuple(crop))
@@ -205,15 +212,20 @@ def main() -> None:
     print(f"\nratio seglab / plain (test mIoU): {ratio:.2f}x")
     print(f"train.py's own test/mIoU: {seglab_metrics.get('test/mIoU')}")
 
-    RESULTS.mkdir(exist_ok=True)
-    result = {
-        "dataset": root.name, "minutes": args.minutes, "machine": machine_info(),
-        "seglab": {**seglab_score, "images_per_s": seglab_rate, "overrides": args.seglab_args,
-                   "train_py_test_mIoU": seglab_metrics.get("test/mIoU")},
-        "plain": {**plain_score, "images_per_s": plain_rate, "crop": list(crop)},
-        "ratio": ratio,
-    }  # fmt: skip
-    out = args.output or RESULTS / f"equal_budget_{root.name}.json"
+    plain = {**plain_score, "images_per_s": plain_rate, "crop": list(crop)}
+    result = {**header(root, args), "seglab": seglab, "plain": plain, "ratio": ratio}
+    write_result(args.output or RESULTS / f"equal_budget_{root.name}.json", result)
+
+
+def header(root: Path, args: argparse.Namespace) -> dict:
+    return {"dataset": root.name, "minutes": args.minutes, "machine": machine_info()}
+
+
+def write_result(out: Path | None, result: dict) -> None:
+    """Writes the JSON when there is a destination: a one-arm exploration run only with --output."""
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -111,6 +111,22 @@ def test_equal_budget(tiny_export: Path, tmp_path: Path):
     assert "ratio seglab / plain" in done.stdout
 
 
+def test_equal_budget_one_arm_writes_its_json(tiny_export: Path, tmp_path: Path):
+    """An exploration run of one arm keeps its figures in --output, with no other arm's keys."""
+    output = tmp_path / "plain.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "equal_budget.py"), "--data", str(tiny_export),
+         "--minutes", "0.02", "--train-subset", "train", "--test-subset", "test", "--crop", "64",
+         "64", "--plain-only", "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert result["dataset"] == tiny_export.name and result["minutes"] == 0.02
+    assert 0.0 <= result["plain"]["mIoU"] <= 1.0 and result["plain"]["crop"] == [64, 64]
+    assert "seglab" not in result and "ratio" not in result
+
+
 def test_ranking(trained_run: dict, tmp_path: Path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "ranking.py"), "--ckpt",
