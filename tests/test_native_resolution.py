@@ -16,8 +16,9 @@ import torch
 from seglab.data.sizes import CPU_CROP_PIXELS, auto_crop_size, auto_image_size, resolve_crop_pixels
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
 from seglab.errors import ConfigError
+from seglab.prediction.info import ModelInfo
 from seglab.prediction.run import run as predict_run
-from seglab.preprocessing import fit_size, letterbox, restore_logits
+from seglab.preprocessing import fit_size, letterbox, max_fit_ratio, restore_logits
 from seglab.training import build, run
 from tests.exports import striped, write_cvat
 from tests.helpers import TINY, compose_predict, compose_train
@@ -55,10 +56,35 @@ def test_fit_keeps_the_aspect_and_fills_one_side():
 
 def test_auto_image_size_rule():
     assert auto_image_size([(413, 275)] * 5 + [(400, 275)] * 4) == (416, 288)
-    assert auto_image_size([(520, 696)] * 3) == (512, 704)  # at its own scale
+    assert auto_image_size([(520, 696)] * 3) == (544, 704)  # rounded up: at its own pixels
     assert auto_image_size([(520, 696)] * 3, max_side=512) == (384, 512)
     assert auto_image_size([(20, 30)]) == (64, 64)  # at least 64
     assert auto_image_size([(1000, 3000)]) == (352, 1024)  # long side capped at 1024
+
+
+def test_images_that_fit_keep_their_own_pixels_unless_upscale():
+    """data.upscale=false (the default): an image smaller than the canvas is padded, not
+    resampled, in training and evaluation alike; true enlarges it until it touches the canvas.
+    A larger image is shrunk either way."""
+    assert fit_size((520, 696), (544, 704), max_fit_ratio(upscale=False)) == (520, 696)
+    assert fit_size((520, 696), (544, 704), max_fit_ratio(upscale=True)) == (526, 704)
+    assert fit_size((600, 696), (544, 704), max_fit_ratio(upscale=False)) == (544, 631)
+    assert fit_size((260, 348), (544, 704), max_fit_ratio(False, scale=2.0)) == (520, 696)
+    rows, cols = np.mgrid[0:40, 0:56]
+    mask = (rows // 8 * 7 + cols // 8).astype(np.uint8)  # one id per 8x8 block
+    image = np.dstack([mask] * 3)
+    channels_first = torch.from_numpy(image).permute(2, 0, 1)
+    kept = build_train_transform([], (64, 64), (1.0, 1.0), 255)(image=image, mask=mask)
+    assert (kept["mask"].numpy()[:40, :56] == mask).all()  # the same pixels, unscaled
+    assert (kept["image"][:, :40, :56] == channels_first).all()
+    assert (kept["mask"].numpy()[40:] == 255).all() and (kept["mask"].numpy()[:, 56:] == 255).all()
+    enlarged = build_train_transform([], (64, 64), (1.0, 1.0), 255, upscale=True)
+    assert (enlarged(image=image, mask=mask)["mask"].numpy() != 255).sum() == 46 * 64
+    view = build_eval_transform((64, 64))(image=image, mask=mask)
+    assert view["fitted"].tolist() == [40, 56]
+    assert (view["image"][:, :40, :56] == channels_first).all()
+    enlarged_view = build_eval_transform((64, 64), upscale=True)(image=image, mask=mask)
+    assert enlarged_view["fitted"].tolist() == [46, 64]
 
 
 def test_train_geometry_never_squashes():
@@ -144,7 +170,7 @@ def test_eval_view_keeps_the_mask_at_its_own_size():
     assert batch["image"].shape == (2, 3, 64, 64)
     assert batch["mask"].shape == (2, 70, 50)
     assert batch["size"].tolist() == [[33, 47], [70, 50]]
-    assert batch["fitted"].tolist() == [[45, 64], [64, 46]]
+    assert batch["fitted"].tolist() == [[33, 47], [64, 46]]  # the small one kept, not enlarged
     assert (batch["mask"][0, 33:] == 255).all() and (batch["mask"][0, :, 47:] == 255).all()
 
 
@@ -189,3 +215,7 @@ def test_image_size_auto_is_derived_printed_and_stored(odd_export: Path, tmp_pat
         "hyper_parameters"
     ]
     assert list(hparams["image_size"]) == list(expected)
+    # data.upscale is stored for prediction; checkpoints from before it enlarged (the default).
+    assert hparams["upscale"] is False and ModelInfo.from_hparams(hparams).upscale is False
+    del hparams["upscale"]
+    assert ModelInfo.from_hparams(hparams).upscale is True

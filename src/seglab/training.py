@@ -87,6 +87,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
         std=list(datamodule.std),
         intensity=datamodule.intensity.to_config(),
         sampling=datamodule.sampling.sampling,
+        upscale=datamodule.upscale,
     )
     if init_from:
         mapping = init_from_checkpoint(module.net, module.class_names, to_absolute_path(init_from))

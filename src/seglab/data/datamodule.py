@@ -33,6 +33,7 @@ from seglab.data.sizes import (
     AUTO_MAX_SIDE,
     auto_crop_size,
     auto_image_size,
+    median_size,
 )
 from seglab.data.statistics import check_statistic, resolve_statistics
 from seglab.data.transforms import EvalCollate, build_eval_transform, build_train_transform
@@ -44,6 +45,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self,
         path: str,
         image_size: Sequence[int] | str = "auto",
+        upscale: bool = False,
         crop_size: Sequence[int] | str | None = "auto",
         crop_pixels: int | None = None,
         batch_size: int = 8,
@@ -70,7 +72,8 @@ class SegmentationDataModule(L.LightningDataModule):
         rare_class_windows: float = 0.0,
         tile_cache_mb: float = 512,
     ):
-        """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`).
+        """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`);
+        `upscale`: whether images smaller than it are enlarged to fit it (else padded).
         `intensity`: how images of more than 8 bits map to uint8 (`seglab.data.intensity`).
         `in_channels`: `model.in_channels` (train.py passes it), `auto` or a number: the
         channels images are read with (`channels`). `mean`, `std`: a list per channel,
@@ -89,6 +92,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"data.image_size={list(image_size)}: give [height, width], each a multiple of 32 "
                 "(the encoders downsample 5 times), or auto"
             )
+        self.upscale = bool(upscale)
         self.crop_size_option = crop_size if crop_size in ("auto", None) else tuple(crop_size)
         self.crop_pixels = crop_pixels  # area cap of an auto crop (`seglab.data.sizes`)
         self.batch_size = batch_size
@@ -144,8 +148,8 @@ class SegmentationDataModule(L.LightningDataModule):
     @cached_property
     def image_size(self) -> tuple[int, int]:
         """The network's input size, [height, width]: `data.image_size`, or for `auto` the
-        median training image scaled to a long side of at most AUTO_MAX_SIDE and rounded to
-        multiples of 32 (`seglab.preprocessing.auto_image_size`), printed and stored in the
+        median training image scaled to a long side of at most AUTO_MAX_SIDE and rounded up to
+        multiples of 32 (`seglab.data.sizes.auto_image_size`), printed and stored in the
         checkpoint."""
         if self.image_size_option != "auto":
             return tuple(int(v) for v in self.image_size_option)  # type: ignore[return-value]
@@ -155,10 +159,11 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.sampling.tiled:  # the window: each side capped as data.crop_size=auto caps a crop
             size = tuple(min(AUTO_CROP_SIDE, v) for v in size)  # type: ignore[assignment]
         if sizes:
-            median = auto_image_size(sizes, max_side=1 << 30)
+            median = median_size(sizes)
             say(
-                f"data.image_size=auto -> {list(size)} (median training image about "
-                f"{median[0]}x{median[1]}, long side capped at {AUTO_MAX_SIDE}, multiples of 32"
+                f"data.image_size=auto -> {list(size)} (median training image "
+                f"{median[0]}x{median[1]}, long side capped at {AUTO_MAX_SIDE}, rounded up to "
+                f"multiples of 32"
                 f"{', each side at most 512 for tile windows' * self.sampling.tiled}); "
                 "set data.image_size=[H,W] to choose"
             )
@@ -255,10 +260,10 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.sampling.tiled:
             return tiles.tile_transform(train, self.augmentation, self.channels)
         if not train:
-            return build_eval_transform(self.image_size)
+            return build_eval_transform(self.image_size, self.upscale)
         return build_train_transform(
             self.augmentation, self.image_size, self.scale_range, self.ignore_index,
-            crop_size=self.crop_size, channels=self.channels,
+            crop_size=self.crop_size, channels=self.channels, upscale=self.upscale,
         )  # fmt: skip
 
     @rank_zero_only

@@ -4,6 +4,7 @@ printed at the start of a run; an explicit size always wins."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,17 +19,24 @@ def auto_image_size(
     sizes: Sequence[Sequence[int]], max_side: int = AUTO_MAX_SIDE
 ) -> tuple[int, int]:
     """`data.image_size: auto`: the median (height, width) of the training images, scaled down
-    so that the long side is at most `max_side`, each side rounded to a multiple of 32 (at
-    least 64). Most images are then seen at their own scale and aspect (training takes crops
-    of them, `data.crop_size`); only large ones are shrunk. A cap of 512 shrank 520x696
-    micrographs by 0.74 and cost their small nuclei 0.02 test mIoU (benchmarks/README.md)."""
+    so that the long side is at most `max_side`, each side rounded up to a multiple of 32 (at
+    least 64). The median image and every smaller one then fit at their own pixels (padded,
+    `data.upscale: false`; training takes crops of them, `data.crop_size`); only larger ones
+    are shrunk. A cap of 512 shrank 520x696 micrographs by 0.74 and cost their small nuclei
+    0.02 test mIoU; rounding to the nearest multiple (512x704) shrank them by 0.985, which
+    jitters every outline against its label (benchmarks/README.md)."""
     if not sizes:
         return (512, 512)
+    height, width = median_size(sizes)
+    ratio = min(1.0, max_side / max(height, width))
+    return tuple(max(64, math.ceil(v * ratio / 32 - 1e-9) * 32) for v in (height, width))  # type: ignore[return-value]
+
+
+def median_size(sizes: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """The median height and the median width of images of `sizes` (height, width)."""
     heights = sorted(int(s[0]) for s in sizes)
     widths = sorted(int(s[1]) for s in sizes)
-    height, width = heights[len(heights) // 2], widths[len(widths) // 2]
-    ratio = min(1.0, max_side / max(height, width))
-    return tuple(max(64, round(v * ratio / 32) * 32) for v in (height, width))  # type: ignore[return-value]
+    return heights[len(heights) // 2], widths[len(widths) // 2]
 
 
 # `data.crop_size: auto` caps each side of the training crop at this.

@@ -24,7 +24,7 @@ from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
 from seglab.console import say
-from seglab.preprocessing import fit_size, letterbox
+from seglab.preprocessing import fit_size, letterbox, max_fit_ratio, resize_image, resize_mask
 
 
 def build_train_transform(
@@ -34,15 +34,17 @@ def build_train_transform(
     ignore_index: int = 255,
     crop_size: Sequence[int] | None = None,
     channels: int = 3,
+    upscale: bool = False,
 ) -> A.Compose:
     """Geometry first, then the configured augmentations (each a `_target_` dict), then tensors.
 
     The geometry never squashes an image: it is fitted into `image_size` with its aspect kept
-    (as evaluation does), scaled by a random factor from `scale_range` (scale jitter: objects
-    are seen a little smaller and larger than at test time), then padded with ignored pixels
-    where it is smaller than `crop_size` (default: `image_size`) and cropped at a random place
-    where it is larger. A crop smaller than the image trains at the evaluation scale on fewer
-    pixels per sample: more optimizer steps in the same time.
+    (`FitInto`, as evaluation does: enlarged only with `upscale`), scaled by a random factor
+    from `scale_range` (scale jitter: objects are seen a little smaller and larger than at
+    test time), then padded with ignored pixels where it is smaller than `crop_size` (default:
+    `image_size`) and cropped at a random place where it is larger. A crop smaller than the
+    image trains at the evaluation scale on fewer pixels per sample: more optimizer steps in
+    the same time.
 
     Images of `channels` other than 3 leave out, with a printed note, each configured
     transform that cannot take them (`usable`): albumentations' colour transforms
@@ -56,7 +58,7 @@ def build_train_transform(
         raise ValueError(
             f"augmentation.scale={list(scale_range)}: give [low, high] with 0 < low <= high"
         )
-    geometry = [A.LongestMaxSize(max_size_hw=(height, width))]
+    geometry: list[Any] = [FitInto((height, width), upscale)]
     if (low, high) != (1.0, 1.0):
         geometry.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
     geometry += [
@@ -71,6 +73,30 @@ def build_train_transform(
         A.RandomCrop(height=crop_h, width=crop_w),
     ]
     return A.Compose([*geometry, *augmentation_steps(augmentations, channels), ToTensorV2()])
+
+
+class FitInto(A.DualTransform):
+    """The image fitted into `canvas` as evaluation fits it (`seglab.preprocessing.fit_size`:
+    aspect kept, enlarged only with `upscale`), bilinear; its mask nearest-neighbour. One
+    definition of the fit for training and evaluation, so the network learns at the scale it
+    is evaluated at."""
+
+    def __init__(self, canvas: Sequence[int], upscale: bool = False):
+        super().__init__(p=1.0)
+        self.canvas = (int(canvas[0]), int(canvas[1]))
+        self.upscale = bool(upscale)
+
+    def _size(self, shape: Sequence[int]) -> tuple[int, int]:
+        return fit_size(shape, self.canvas, max_fit_ratio(self.upscale))
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return resize_image(img, self._size(img.shape))
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        return resize_mask(mask, self._size(mask.shape))
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("canvas", "upscale")
 
 
 def build_window_transform(augmentations: Sequence[dict[str, Any]], channels: int = 3) -> A.Compose:
@@ -119,19 +145,21 @@ class EvalTransform:
     """
 
     image_size: tuple[int, int]
+    upscale: bool = False  # data.upscale: images smaller than image_size enlarged to fit it
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
-        canvas = letterbox(image, self.image_size)
+        max_ratio = max_fit_ratio(self.upscale)
+        canvas = letterbox(image, self.image_size, max_ratio)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)),
             "size": torch.tensor(image.shape[:2]),
-            "fitted": torch.tensor(fit_size(image.shape[:2], self.image_size)),
+            "fitted": torch.tensor(fit_size(image.shape[:2], self.image_size, max_ratio)),
         }
 
 
-def build_eval_transform(image_size: Sequence[int]) -> EvalTransform:
-    return EvalTransform((int(image_size[0]), int(image_size[1])))
+def build_eval_transform(image_size: Sequence[int], upscale: bool = False) -> EvalTransform:
+    return EvalTransform((int(image_size[0]), int(image_size[1])), bool(upscale))
 
 
 @dataclass(frozen=True)

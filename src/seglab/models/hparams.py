@@ -21,7 +21,8 @@ REQUIRED = ("model", "loss", "optimizer", "classes", "image_size", "mean", "std"
 # `intensity` is absent from checkpoints written before it existed: they read as
 # `seglab.data.intensity.LEGACY` (see `ModelInfo.from_hparams`).
 # `sampling` (`data.sampling`) likewise: absent means `resize`, as every model was trained then.
-OPTIONAL = ("scheduler", "ignore_index", "seglab_version", "intensity", "sampling")
+# `upscale` (`data.upscale`) likewise: absent means True, images were enlarged to fit then.
+OPTIONAL = ("scheduler", "ignore_index", "seglab_version", "intensity", "sampling", "upscale")
 SAMPLINGS = ("resize", "tile")
 
 
@@ -50,6 +51,7 @@ def check_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
         "seglab_version": _string,
         "intensity": _intensity,
         "sampling": _sampling,
+        "upscale": _boolean,
     }
     return {key: check(hparams[key], key) for key, check in checks.items() if key in hparams}
 
@@ -83,6 +85,12 @@ def _intensity(value: Any, key: str) -> str | dict[str, list[float]]:
 def _sampling(value: Any, key: str) -> str:
     if value not in SAMPLINGS:
         raise ConfigError(f"{key}={value!r:.80}: expected one of {list(SAMPLINGS)}")
+    return value
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if type(value) is not bool:
+        raise ConfigError(f"{key}={value!r:.80}: expected true or false")
     return value
 
 

@@ -42,12 +42,15 @@ class SegmentationModule(L.LightningModule):
         seglab_version: str = seglab.__version__,
         intensity: str | dict[str, list[float]] = "auto",
         sampling: str = "resize",
+        upscale: bool = True,
     ):
         """`classes` is a list of `{"name", "color"}` in class-index order; `intensity` is the
         `data.intensity` rule images were read with (`seglab.data.intensity`), stored so that
         prediction reads images the same way. `sampling` is `data.sampling`: with `tile`,
         `image_size` is the training window and evaluation slides it over each image at its
-        own resolution (`_slide_logits`), as predict.py's `mode=auto` then does.
+        own resolution (`_slide_logits`), as predict.py's `mode=auto` then does. `upscale` is
+        `data.upscale`, stored for prediction's fit (`seglab.preprocessing.fit_size`); its
+        default, True, is how checkpoints written before it existed were trained.
 
         All arguments are checked as plain data first (ConfigError naming the key), and the
         checked copy is what the checkpoint stores.
@@ -57,7 +60,7 @@ class SegmentationModule(L.LightningModule):
             {"model": model, "loss": loss, "optimizer": optimizer, "classes": classes,
              "scheduler": scheduler, "ignore_index": ignore_index, "image_size": image_size,
              "mean": mean, "std": std, "seglab_version": seglab_version,
-             "intensity": intensity, "sampling": sampling}
+             "intensity": intensity, "sampling": sampling, "upscale": upscale}
         )  # fmt: skip
         self.save_hyperparameters(hparams)
         self.class_names = [c["name"] for c in hparams["classes"]]

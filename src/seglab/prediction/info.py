@@ -32,6 +32,9 @@ class ModelInfo:
     # data.sampling: `tile` models were trained on windows of image_size at native resolution,
     # and predict by sliding it (`Predictor`'s mode `auto`); files without it: `resize`
     sampling: str = "resize"
+    # data.upscale: whether `resize` mode enlarges images smaller than image_size to fit it
+    # (`seglab.preprocessing.fit_size`); files written before it existed all did
+    upscale: bool = True
 
     @property
     def reader(self) -> Intensity:
@@ -64,6 +67,7 @@ class ModelInfo:
             intensity=Intensity.parse(hparams.get("intensity", LEGACY), "intensity").to_config(),
             in_channels=int(hparams["model"].get("in_channels", 3)),
             sampling=str(hparams.get("sampling", "resize")),
+            upscale=bool(hparams.get("upscale", True)),
         )
 
     def to_json(self) -> str:

@@ -36,6 +36,7 @@ from seglab.preprocessing import (
     fit_size,
     images_to_batch,
     letterbox,
+    max_fit_ratio,
     normalise,
     pixel_statistics,
     restore_logits,
@@ -74,12 +75,13 @@ class InputPreparer:
 
     input_size: tuple[int, int] | None
     channels: int = 3  # the model's in_channels
+    max_ratio: float | None = None  # `fit_size`'s, from the model's data.upscale
 
     def __call__(self, image: np.ndarray) -> Prepared:
         check_image(image, self.channels)
         if self.input_size is None:
             return Prepared(image)
-        return Prepared(image, letterbox(image, self.input_size))
+        return Prepared(image, letterbox(image, self.input_size, self.max_ratio))
 
 
 class Predictor:
@@ -141,7 +143,12 @@ class Predictor:
     def preparer(self) -> InputPreparer:
         """The per-image work a loader may do in its workers (see `Prepared`)."""
         size = self.input_size(self.scales[0]) if self.mode == "resize" else None
-        return InputPreparer(size, self.info.in_channels)
+        return InputPreparer(size, self.info.in_channels, self._max_ratio(self.scales[0]))
+
+    def _max_ratio(self, scale: float) -> float | None:
+        """How much `resize` mode may enlarge an image at a test-time `scale`: as in training
+        (`data.upscale`), times the scale."""
+        return max_fit_ratio(self.info.upscale, scale)
 
     @torch.inference_mode()
     def logits(self, images: Sequence[np.ndarray | Prepared]) -> list[torch.Tensor]:
@@ -179,22 +186,24 @@ class Predictor:
         exactly as validation does; the fitted region's logits back at the image's size."""
         totals: list[torch.Tensor | None] = [None] * len(items)
         for scale in self.scales:
-            size = self.input_size(scale)
-            batch = [self._network_input(item, size) for item in items]
+            size, max_ratio = self.input_size(scale), self._max_ratio(scale)
+            batch = [self._network_input(item, size, max_ratio) for item in items]
             logits = self._run(self._normalise(batch))
             for i, item in enumerate(items):
                 shape = item.image.shape[:2]
-                restored = restore_logits(logits[i], fit_size(shape, size), shape)
+                restored = restore_logits(logits[i], fit_size(shape, size, max_ratio), shape)
                 totals[i] = restored if totals[i] is None else totals[i] + restored
         return [total / len(self.scales) for total in totals]
 
     @staticmethod
-    def _network_input(item: Prepared, size: tuple[int, int]) -> np.ndarray:
+    def _network_input(
+        item: Prepared, size: tuple[int, int], max_ratio: float | None
+    ) -> np.ndarray:
         """The input a loader prepared, when it is of this size, else the letterbox done here."""
         prepared = item.network_input
         if prepared is not None and prepared.shape[:2] == size:
             return prepared
-        return letterbox(item.image, size)
+        return letterbox(item.image, size, max_ratio)
 
     def _whole(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Each image at its own size; images of the same size share forward passes."""
