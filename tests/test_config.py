@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seglab.data.transforms import build_train_transform
+from seglab.models.fine_stage import auto_output_stride
 from seglab.models.registry import build_loss, build_model, build_optimizer, build_schedulers
 from seglab.precision import resolve_precision
 from tests.helpers import ROOT, compose_train
@@ -38,6 +39,10 @@ def build(group: str, cfg: DictConfig) -> object:
         model.pop("init_from")  # weights to start from, taken out by training.build
         if model["in_channels"] == "auto":  # resolved from the scanned data by training.build
             model["in_channels"] = 3
+        if model["decoder_output_stride"] == "auto":  # as for data that is all outlines
+            model["decoder_output_stride"] = auto_output_stride(
+                model["arch"], model["encoder_name"], outline_share=1.0
+            )
         return build_model(model, classes=2)
     if group == "loss":
         if isinstance(node.get("class_weights"), str):  # a method: training counts the pixels
@@ -105,7 +110,7 @@ def test_defaults_are_the_documented_ones():
     own_data = compose_train(["data.path=/your/export"])  # the demo preset pins its batch
     assert own_data.data.batch_size == 4 and own_data.data.crop_size == "auto"
     assert own_data.data.image_size == "auto"
-    assert cfg.model.channels_last == "auto"
+    assert cfg.model.channels_last == "auto" and cfg.model.decoder_output_stride == "auto"
     assert cfg.trainer.sync_batchnorm is False and "sync_batchnorm" not in cfg.model
     assert cfg.optimizer.encoder_lr_mult == 1.0 and cfg.model.freeze_encoder is False
     assert cfg.loss.class_weights == "enet"

@@ -14,6 +14,7 @@ from seglab.checkpoints import read_checkpoint
 from seglab.data.cvat_writer import write_labelmap
 from seglab.data.labelmap import SegClass
 from seglab.errors import ConfigError
+from seglab.models.module import SegmentationModule
 from seglab.training import build, run
 from tests.helpers import ROOT, TINY, compose_train
 
@@ -112,3 +113,31 @@ def test_init_from_errors_from_the_command_line(trained_run: dict, tmp_path: Pat
         [*command, f"ckpt_path={ckpt}"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 2 and "give one" in result.stderr
+
+
+def test_init_from_keeps_the_source_network_where_auto_would_decide(
+    trained_run: dict, tmp_path: Path
+):
+    """`model.decoder_output_stride: auto` resolved 2 on the tiny export (its outlines are 22%
+    of its pixels); a next round from a checkpoint built without the stage builds it likewise,
+    instead of refusing the checkpoint for the stage's keys."""
+    hparams = read_checkpoint(trained_run["metrics"]["best_ckpt"])["hyper_parameters"]
+    assert hparams["model"]["decoder_output_stride"] == 2
+    without_stage = {**hparams["model"], "decoder_output_stride": None}
+    coarse = SegmentationModule(**{**hparams, "model": without_stage})
+    ckpt = tmp_path / "coarse.ckpt"
+    torch.save({"state_dict": coarse.state_dict(), "hyper_parameters": dict(coarse.hparams)}, ckpt)
+    cfg = compose_train(
+        [
+            *TINY,
+            f"data.path={trained_run['export']}",
+            f"run_dir={tmp_path}",
+            f"model.init_from={ckpt}",
+        ]
+    )
+    experiment = build(cfg)
+    assert experiment.module.hparams["model"]["decoder_output_stride"] is None
+    assert torch.equal(
+        experiment.module.state_dict()["net.segmentation_head.0.weight"],
+        coarse.state_dict()["net.segmentation_head.0.weight"],
+    )

@@ -32,6 +32,7 @@ def test_inspect_reports_classes_splits_and_pixel_shares(tmp_path: Path):
         "pixels": {"background": 10, "tool": 10, "blood vessel": 10},
         "missing_classes": [],
         "channels": {"3": 1},  # channel count -> images
+        "outline_share": 1.0,  # stripes 2 px wide: every pixel is within 2 px of another class
     }
     assert summary["splits"]["val"]["missing_classes"] == ["blood vessel"]
     assert summary["suggested_class_weights"] == {
@@ -43,6 +44,8 @@ def test_inspect_reports_classes_splits_and_pixel_shares(tmp_path: Path):
 
     text = inspect(str(root))
     assert "Layout:  cvat" in text.stdout and "val has no pixels of: blood vessel" in text.stdout
+    rows = [line.split() for line in text.stdout.splitlines()]
+    assert ["outline", "%", "100.00", "100.00"] in rows
 
 
 def test_inspect_exits_nonzero_and_lists_problems(tmp_path: Path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from seglab.models.factory import ModelConfigError, create_model
+from seglab.models.fine_stage import auto_output_stride
 from seglab.models.module import SegmentationModule
 from seglab.models.optim import param_groups
 from seglab.models.registry import build_model
@@ -29,7 +30,12 @@ def model_config(name: str, *overrides: str) -> dict:
         [f"model={name}", "model.encoder_weights=null", f"model.encoder_name={encoder}",
          "model.in_channels=3", *overrides]  # auto is resolved from the data by training.build
     )  # fmt: skip
-    return dict(cfg.model)
+    model = dict(cfg.model)
+    if model["decoder_output_stride"] == "auto":  # resolved by training.build; here as for data
+        model["decoder_output_stride"] = auto_output_stride(  # that is all outlines
+            model["arch"], model["encoder_name"], outline_share=1.0
+        )
+    return model
 
 
 def test_every_architecture_has_a_config():
@@ -82,7 +88,8 @@ def test_param_groups_split_the_lr_and_spare_norms_and_biases_from_decay():
 def test_module_builds_each_optimizer_with_named_groups(optimizer: str):
     cfg = compose_train([f"optimizer={optimizer}", "optimizer.encoder_lr_mult=0.5",
                          "scheduler=none", "loss.class_weights=null", "model.encoder_name=resnet18",
-                         "model.encoder_weights=null", "model.in_channels=3"])  # fmt: skip
+                         "model.encoder_weights=null", "model.in_channels=3",
+                         "model.decoder_output_stride=null"])  # fmt: skip
     module = SegmentationModule(
         model=dict(cfg.model), loss=dict(cfg.loss), optimizer=dict(cfg.optimizer),
         scheduler=dict(cfg.scheduler), classes=CLASSES,

@@ -20,7 +20,8 @@ def lightning_run(name: str, *overrides: str) -> tuple[list[float], list[dict]]:
     """The first group's LR at each batch start (what LearningRateMonitor logs) over a run."""
     cfg = compose_train([f"scheduler={name}", f"scheduler.warmup_steps={WARMUP}",
                          "model.encoder_name=resnet18", "model.encoder_weights=null",
-                         "loss.class_weights=null", "model.in_channels=3", *overrides])  # fmt: skip
+                         "loss.class_weights=null", "model.in_channels=3",
+                         "model.decoder_output_stride=null", *overrides])  # fmt: skip
     module = SegmentationModule(
         model=dict(cfg.model), loss=dict(cfg.loss), optimizer=dict(cfg.optimizer),
         scheduler=dict(cfg.scheduler), classes=CLASSES,

@@ -130,6 +130,9 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.mean": lambda v: _statistic(v, "data.mean"),
     "data.std": lambda v: _statistic(v, "data.std"),
     "model.in_channels": lambda v: None if v == "auto" else _number(1, 512, integer=True)(v),
+    "model.decoder_output_stride": lambda v: (
+        None if v in ("auto", None, 2, 4) else f"expected auto, null, 2 or 4, found {v!r}"
+    ),
     "optimizer.lr": _number(0.0, low_open=True),
     "optimizer.weight_decay": _number(0.0),
     "optimizer.encoder_lr_mult": _number(0.0),
@@ -199,8 +202,9 @@ def _registry_problems(cfg: DictConfig) -> list[str]:
         node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         if key == "model" and isinstance(node, dict):
             problems += _init_from_problems(node.pop("init_from", None), cfg.get("ckpt_path"))
-            if node.get("in_channels") == "auto":  # the data's count, resolved by the scan
-                node.pop("in_channels")
+            for option in ("in_channels", "decoder_output_stride"):  # resolved from the data
+                if node.get(option) == "auto":
+                    node.pop(option)
         try:
             check(node)
         except ConfigError as err:

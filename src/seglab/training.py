@@ -25,7 +25,8 @@ from seglab.data.datamodule import SegmentationDataModule
 from seglab.data.errors import DatasetError
 from seglab.data.sizes import resolve_crop_pixels
 from seglab.metrics import format_table
-from seglab.models.init_from import init_from_checkpoint
+from seglab.models.fine_stage import OUTLINE_SHARE_FOR_STRIDE_TWO, auto_output_stride
+from seglab.models.init_from import init_from_checkpoint, source_model
 from seglab.models.module import SegmentationModule
 from seglab.precision import resolve_precision
 from seglab.report import write_run_report
@@ -75,6 +76,12 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
     model = _plain(cfg.model)
     init_from = model.pop("init_from", None)  # weights to start from, not part of the network
     model["in_channels"] = datamodule.channels  # `auto` resolved; the checkpoint stores a number
+    if model.get("decoder_output_stride") == "auto":  # an init_from network must match its source
+        model["decoder_output_stride"] = (
+            source_model(to_absolute_path(init_from)).get("decoder_output_stride")
+            if init_from
+            else resolve_output_stride(model, datamodule.outline_share)
+        )
     module = SegmentationModule(
         model=model,
         loss=loss_config(cfg, datamodule),
@@ -111,6 +118,19 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Experi
     for logger in loggers:  # the whole resolved config, not only the module's arguments
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return Experiment(datamodule, module, trainer, callbacks, ckpt_path)
+
+
+def resolve_output_stride(model: dict[str, Any], outline_share: float | None) -> int | None:
+    """`model.decoder_output_stride: auto` decided from the export (`auto_output_stride`) and
+    printed; the checkpoint stores the outcome."""
+    stride = auto_output_stride(model["arch"], model.get("encoder_name", ""), outline_share)
+    if outline_share is not None:
+        say(
+            f"model.decoder_output_stride=auto -> {stride} ({outline_share:.1%} of the training "
+            f"pixels lie within 2 px of another class; {OUTLINE_SHARE_FOR_STRIDE_TWO:.0%} or more "
+            "adds a stride-2 stage to a 1/4-scale decoder); set it to null or 2 to choose"
+        )
+    return stride
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

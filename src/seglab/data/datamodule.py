@@ -33,6 +33,7 @@ from seglab.data.sizes import (
     AUTO_MAX_SIDE,
     auto_crop_size,
     auto_image_size,
+    median_fit_scale,
     median_size,
 )
 from seglab.data.statistics import check_statistic, resolve_statistics
@@ -231,6 +232,18 @@ class SegmentationDataModule(L.LightningDataModule):
                 lambda i: train.load(i)[1], len(train), len(export.classes), self.ignore_index
             )
         return weights_from_counts(counts, method)
+
+    @property
+    def outline_share(self) -> float | None:
+        """The share of training pixels within 2 pixels of another class, as training sees
+        them (`ScanReport.outline_share` over the median image's fit scale: outlines of images
+        shrunk 2x are twice as dense); `model.decoder_output_stride: auto` reads it."""
+        self.export  # noqa: B018  (the scan counts them)
+        share = self.scan_report.outline_share("train") if self.scan_report else None
+        if share is None or self.sampling.tiled:  # windows are cut at native resolution
+            return share
+        sizes = self.scan_report.sizes.get("train", [])
+        return min(1.0, share / median_fit_scale(sizes, self.image_size, self.upscale))
 
     @property
     def classes(self) -> tuple[SegClass, ...]:

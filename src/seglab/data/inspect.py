@@ -42,6 +42,8 @@ def summarize(export: SegmentationExport, report: ScanReport) -> dict[str, Any]:
             "missing_classes": report.missing_classes(split),
             # channel count -> images (`model.in_channels=auto` reads the train split's)
             "channels": {str(c): n for c, n in sorted(channels.items())},
+            # labelled pixels within 2 px of another class (`model.decoder_output_stride=auto`)
+            "outline_share": report.outline_share(split),
         }
     train = report.pixels.get("train")
     weights = weights_from_counts(train) if train is not None and train.any() else []
@@ -90,10 +92,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     channels = [",".join(i.get("channels", {})) or "-" for i in splits.values()]
     lines.append("  " + f"{'channels':<{width}}" + "".join(f"{c:>10}" for c in channels))
+    outlines = [i.get("outline_share") for i in splits.values()]
+    lines.append(
+        "  " + f"{'outline %':<{width}}"
+        + "".join(f"{100 * v:>10.2f}" if v is not None else f"{'-':>10}" for v in outlines)
+    )  # fmt: skip
     for split, info in splits.items():
         if info["missing_classes"]:
             lines.append(f"  {split} has no pixels of: {', '.join(info['missing_classes'])}")
-    lines.append("  (weight: median-frequency class weights from the train split)")
+    lines.append("  (weight: median-frequency class weights from the train split; outline %:")
+    lines.append("  labelled pixels within 2 px of another class, at the masks' own resolution)")
     for title, key in (("Notes", "notes"), ("Problems (training would stop)", "problems")):
         if summary[key]:
             lines += ["", f"{title}:", *(f"  - {item}" for item in summary[key])]

@@ -4,7 +4,9 @@ A bad file found in epoch 7 by a worker process costs hours; found here it costs
 all problems are listed at once. `seglab inspect` and the datamodule run this same scan and
 refuse the same datasets: whatever training would reject is a problem here (an unreadable,
 truncated or oversized image, a bad mask, a train or val split without images). The same pass
-counts pixels per class and split, which `seglab inspect` prints and class weighting uses.
+counts pixels per class and split, which `seglab inspect` prints and class weighting uses, and
+the pixels near an outline, from which `model.decoder_output_stride: auto` decides how finely
+the network must draw them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -24,6 +27,7 @@ from seglab.data.layouts import Sample, SegmentationExport
 from seglab.data.masks import MaskDecoder, describe_unknown
 
 REQUIRED_SPLITS = ("train", "val")  # training fits on train and picks checkpoints on val
+OUTLINE_RADIUS = 2  # pixels: "near an outline" = another class within this (chessboard) distance
 
 
 @dataclass
@@ -34,11 +38,20 @@ class ScanReport:
     # split -> [(image, channels)]: `model.in_channels: auto` (`seglab.data.channels`)
     channels: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # split -> pixels per class
+    # split -> labelled pixels within OUTLINE_RADIUS of another class (`outline_share`)
+    outline: dict[str, int] = field(default_factory=dict)
     unknown: dict[tuple[int, ...], list[int]] = field(default_factory=dict)  # value -> [px, files]
     problems: list[str] = field(default_factory=list)  # what training would reject
 
     def missing_classes(self, split: str) -> list[str]:
         return [n for n, px in zip(self.class_names, self.pixels[split], strict=True) if px == 0]
+
+    def outline_share(self, split: str) -> float | None:
+        """The share of the split's labelled pixels within OUTLINE_RADIUS pixels of another
+        class, at the masks' own resolution: high for small objects (cells, defects), whose
+        outlines are much of their area; None without labelled pixels."""
+        labelled = int(self.pixels.get(split, np.zeros(1)).sum())
+        return self.outline.get(split, 0) / labelled if labelled else None
 
 
 def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
@@ -57,7 +70,7 @@ def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
             )
         )
     unknown_files: dict[tuple[int, ...], list[str]] = defaultdict(list)
-    for sample, (counts, unknown, problem, size, channels) in zip(
+    for sample, (counts, outline, unknown, problem, size, channels) in zip(
         export.samples, results, strict=True
     ):
         report.images[sample.split] = report.images.get(sample.split, 0) + 1
@@ -67,6 +80,7 @@ def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
         totals = report.pixels.setdefault(sample.split, np.zeros(num_classes, np.int64))
         if counts is not None:
             totals += counts
+            report.outline[sample.split] = report.outline.get(sample.split, 0) + outline
         if problem:
             report.problems.append(problem)
         for value, n in unknown.items():
@@ -101,14 +115,16 @@ def _scan_one(
     num_classes: int,
     background_index: int | None,
     limit: int,
-) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None, tuple[int, int] | None, int]:
-    """(pixels per class, unknown mask values, the problem, the image's (height, width), its
-    channel count)."""
+) -> tuple[
+    np.ndarray | None, int, dict[tuple[int, ...], int], str | None, tuple[int, int] | None, int
+]:
+    """(pixels per class, pixels near an outline, unknown mask values, the problem, the image's
+    (height, width), its channel count)."""
     try:
         width, height = check_image(sample.image, limit)
         channels = file_channels(sample.image, sample.image)
     except DatasetError as err:
-        return None, {}, str(err), None, 0
+        return None, 0, {}, str(err), None, 0
     size = (height, width)
     result = _scan_mask(sample, decoder, num_classes, background_index, limit, size)
     return (*result, size, channels)
@@ -121,29 +137,49 @@ def _scan_mask(
     background_index: int | None,
     limit: int,
     size: tuple[int, int],
-) -> tuple[np.ndarray | None, dict[tuple[int, ...], int], str | None]:
-    """(pixels per class, unknown mask values, the problem) of the sample's mask."""
+) -> tuple[np.ndarray | None, int, dict[tuple[int, ...], int], str | None]:
+    """(pixels per class, pixels near an outline, unknown mask values, the problem) of the
+    sample's mask."""
     height, width = size
     if sample.mask is None:
         counts = np.zeros(num_classes, np.int64)
         counts[background_index] = width * height
-        return counts, {}, None
+        return counts, 0, {}, None
     try:
         problem = _mask_too_large(sample, limit)
         if problem:
-            return None, {}, problem
+            return None, 0, {}, problem
         decoded = decoder.decode(sample.mask)
     except DatasetError as err:
-        return None, {}, str(err)
+        return None, 0, {}, str(err)
     mask_h, mask_w = decoded.mask.shape
     if (mask_h, mask_w) != (height, width):
         problem = (
             f"{sample.mask}: mask is {mask_w}x{mask_h} but image {sample.image} is "
             f"{width}x{height} (WxH)"
         )
-        return None, {}, problem
+        return None, 0, {}, problem
     counts = np.bincount(decoded.mask.ravel(), minlength=num_classes)[:num_classes]
-    return counts.astype(np.int64), decoded.unknown, None
+    outline = outline_pixels(decoded.mask, num_classes)
+    return counts.astype(np.int64), outline, decoded.unknown, None
+
+
+def outline_pixels(mask: np.ndarray, num_classes: int, rows: int = 1024) -> int:
+    """Labelled pixels (class ids below `num_classes`) with another class within OUTLINE_RADIUS
+    pixels: where the largest and the smallest class of the neighbourhood differ, ignored
+    pixels (any other value) taking part in neither. Counted `rows` at a time, so a
+    gigapixel mask needs a few strips' worth of memory, not a few copies of itself."""
+    window = np.ones((2 * OUTLINE_RADIUS + 1,) * 2, np.uint8)
+    total = 0
+    for top in range(0, mask.shape[0], rows):
+        start = max(0, top - OUTLINE_RADIUS)  # the strip plus the rows its outlines can see
+        strip = mask[start : top + rows + OUTLINE_RADIUS]
+        labelled = strip < num_classes
+        largest = cv2.dilate(np.where(labelled, strip, 0).astype(mask.dtype), window)
+        smallest = cv2.erode(np.where(labelled, strip, num_classes - 1).astype(mask.dtype), window)
+        counted = slice(top - start, top - start + rows)
+        total += int(np.count_nonzero(((largest != smallest) & labelled)[counted]))
+    return total
 
 
 def _mask_too_large(sample: Sample, limit: int) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from seglab.errors import ConfigError
+from seglab.preprocessing import fit_size, max_fit_ratio
 
 # `data.image_size: auto` caps the long side of the evaluation scale at this.
 AUTO_MAX_SIDE = 1024
@@ -70,3 +71,15 @@ def resolve_crop_pixels(option: int | str | None, timed: bool) -> int | None:
     if option is not None and (isinstance(option, bool) or not isinstance(option, int)):
         raise ConfigError(f"data.crop_pixels={option!r}: give a number of pixels, auto or null")
     return option
+
+
+def median_fit_scale(
+    sizes: Sequence[Sequence[int]], image_size: Sequence[int], upscale: bool
+) -> float:
+    """The factor by which training scales the median training image to fit `image_size`
+    (below 1 for images shrunk, 1 for images kept at their own pixels); 1 without sizes."""
+    if not sizes:
+        return 1.0
+    height, width = median_size(sizes)
+    fitted = fit_size((height, width), image_size, max_fit_ratio(upscale))
+    return max(fitted[0] / height, fitted[1] / width)

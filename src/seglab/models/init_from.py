@@ -46,6 +46,11 @@ class ClassMapping:
         )
 
 
+def source_model(path: str | Path) -> dict:
+    """The checkpoint's `model` config, e.g. to build this run's network like it."""
+    return dict(read_checkpoint(path, key=KEY)["hyper_parameters"]["model"])
+
+
 def init_from_checkpoint(net: nn.Module, classes: list[str], path: str | Path) -> ClassMapping:
     """Copy `path`'s network weights into `net` (built for `classes`), matching classes by name."""
     state = read_checkpoint(path, key=KEY)
