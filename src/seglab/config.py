@@ -126,6 +126,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
         None if v in ("resize", "tile") else f"expected resize or tile, found {v!r}"
     ),
     "data.rare_class_windows": _number(0.0, 1.0),
+    "data.repeat_threshold": _optional(_number(0.0, 1.0, low_open=True)),
     "data.tile_cache_mb": _number(0.0),
     "data.mean": lambda v: _statistic(v, "data.mean"),
     "data.std": lambda v: _statistic(v, "data.std"),

@@ -26,6 +26,7 @@ from seglab.data.intensity import Intensity
 from seglab.data.labelmap import SegClass
 from seglab.data.layouts import SegmentationExport, read_export
 from seglab.data.masks import MaskDecoder
+from seglab.data.repeat_factors import check_threshold, repeat_sampler
 from seglab.data.scan import ScanReport, raise_on_problems, scan_export
 from seglab.data.seeding import main_process_seed, seed_augmentation, seed_loader_worker
 from seglab.data.sizes import (
@@ -72,6 +73,7 @@ class SegmentationDataModule(L.LightningDataModule):
         sampling: str = "resize",
         rare_class_windows: float = 0.0,
         tile_cache_mb: float = 512,
+        repeat_threshold: float | None = None,
     ):
         """`image_size`: [height, width] (multiples of 32), or `auto` (see `image_size`);
         `upscale`: whether images smaller than it are enlarged to fit it (else padded).
@@ -80,7 +82,8 @@ class SegmentationDataModule(L.LightningDataModule):
         channels images are read with (`channels`). `mean`, `std`: a list per channel,
         `imagenet` or `auto` (`seglab.data.statistics`, resolved by `mean` and `std`).
         `augmentation` and `scale_range`: the train-time augmentation (conf/augmentation/).
-        `sampling`, `rare_class_windows`, `tile_cache_mb`: `seglab.data.tiles` (tile mode)."""
+        `sampling`, `rare_class_windows`, `tile_cache_mb`: `seglab.data.tiles` (tile mode).
+        `repeat_threshold`: images with rare classes drawn more often (`repeat_factors`)."""
         super().__init__()
         self.path = Path(to_absolute_path(path))
         self.images_dir = Path(to_absolute_path(images_dir)) if images_dir else None
@@ -118,6 +121,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.demo = demo
         self.scan_report: ScanReport | None = None
         self.sampling = tiles.TileOptions.parse(sampling, rare_class_windows, tile_cache_mb)
+        self.repeat_threshold = check_threshold(repeat_threshold)
         if self.sampling.tiled and self.scale_range != (1.0, 1.0):
             say(f"augmentation.scale={list(self.scale_range)} is not applied with "
                 "data.sampling=tile: windows are cut at native resolution")  # fmt: skip
@@ -217,9 +221,10 @@ class SegmentationDataModule(L.LightningDataModule):
             return crop
         return tuple(int(v) for v in self.crop_size_option)  # type: ignore[return-value]
 
-    def class_weights(self, method: str) -> list[float]:
+    def class_weights(self, method: str) -> list[float] | None:
         """Per-class loss weights from the train split's pixel frequencies, in class-index order
-        (`method`: auto, median or inverse; see `seglab.data.class_weights`).
+        (`method`: auto, median, inverse, enet or enet_if_rare, which may give None; see
+        `seglab.data.class_weights`).
 
         The pixels come from the scan that `export` runs anyway, so no mask is read twice; they
         are counted through the training decoder only if no scan report exists.
@@ -301,11 +306,12 @@ class SegmentationDataModule(L.LightningDataModule):
         elif train:
             seeded = dataset if isinstance(dataset, tiles.TileDataset) else dataset.transform
             seed_augmentation(seeded, main_process_seed())
+        sampler = self._train_sampler() if train else self._eval_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
-            sampler=None if train else self._eval_sampler(dataset),
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,  # tile: windows, not images
             num_workers=self.num_workers,
             collate_fn=None if train else self._eval_collate(self.ignore_index),
@@ -316,6 +322,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _eval_collate(self, ignore_index: int) -> EvalCollate | tiles.SlideCollate:
         return (tiles.SlideCollate if self.sampling.tiled else EvalCollate)(ignore_index)
+
+    def _train_sampler(self) -> Sampler | None:
+        """`data.repeat_threshold` over the scan's classes per image (not for tile windows)."""
+        if self.sampling.tiled or self.scan_report is None:
+            return None
+        presence = self.scan_report.presence.get("train", [])
+        return repeat_sampler(presence, self.repeat_threshold, self.export.class_names)
 
     def _eval_sampler(self, dataset: SegmentationDataset | tiles.TileDataset) -> Sampler | None:
         """Under DDP, each image on exactly one process. Lightning's default DistributedSampler

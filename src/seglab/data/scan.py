@@ -40,6 +40,8 @@ class ScanReport:
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # split -> pixels per class
     # split -> labelled pixels within OUTLINE_RADIUS of another class (`outline_share`)
     outline: dict[str, int] = field(default_factory=dict)
+    # split -> one bool array per image, in the split's order: the classes it holds
+    presence: dict[str, list[np.ndarray]] = field(default_factory=dict)
     unknown: dict[tuple[int, ...], list[int]] = field(default_factory=dict)  # value -> [px, files]
     problems: list[str] = field(default_factory=list)  # what training would reject
 
@@ -80,6 +82,7 @@ def scan_export(export: SegmentationExport, decoder: MaskDecoder) -> ScanReport:
         totals = report.pixels.setdefault(sample.split, np.zeros(num_classes, np.int64))
         if counts is not None:
             totals += counts
+            report.presence.setdefault(sample.split, []).append(counts > 0)
             report.outline[sample.split] = report.outline.get(sample.split, 0) + outline
         if problem:
             report.problems.append(problem)
