@@ -1,4 +1,5 @@
-"""`model.decoder_output_stride`: the stride-2 stage after a 1/4-scale decoder, and `auto`."""
+"""`model.decoder_output_stride`: the stride-2 (and full-resolution) stages after a 1/4-scale
+decoder, and `auto`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from seglab.config import validate
 from seglab.data.scan import outline_pixels
 from seglab.errors import ConfigError
 from seglab.models.factory import create_model
-from seglab.models.fine_stage import OUTLINE_SHARE_FOR_STRIDE_TWO, auto_output_stride
+from seglab.models.fine_stage import OUTLINE_SHARE_FOR_FINE_STAGES, auto_output_stride
 from seglab.models.module import SegmentationModule
 from seglab.models.registry import build_model
 from seglab.prediction import load_predictor
@@ -41,8 +42,22 @@ def test_the_stage_predicts_at_full_size_from_stride_two_features():
     assert fpn(decoder_output_stride=4).segmentation_head[1].scale_factor == 4
 
 
+def test_stride_one_merges_the_image_itself_at_full_resolution():
+    """Stride 1 = the stride-2 stage, then one more merge with the input image at its own
+    pixels: the class scores need no upsampling at all."""
+    fine = fpn(decoder_output_stride=1, decoder_segmentation_channels=64)
+    x = torch.randn(2, 3, 64, 96)
+    assert fine.eval()(x).shape == (2, 3, 64, 96)
+    assert isinstance(fine.segmentation_head[1], torch.nn.Identity)
+    assert fine.decoder.merge_full[0].in_channels == 32 + 3  # the stride-2 stage + the image
+    keys = set(fine.state_dict())
+    assert keys > {k for k in fpn(decoder_output_stride=2, decoder_segmentation_channels=64)
+                   .state_dict() if not k.startswith("segmentation_head")}  # fmt: skip
+    assert any(k.startswith("decoder.merge_full.") for k in keys)
+
+
 def test_options_are_checked_with_the_key_named():
-    with pytest.raises(ConfigError, match=r"model.decoder_output_stride=3: give 2"):
+    with pytest.raises(ConfigError, match=r"model.decoder_output_stride=3: give 1 or 2"):
         fpn(decoder_output_stride=3)
     with pytest.raises(ConfigError, match=r"model.arch=unet predicts at 1/1 scale"):
         create_model("unet", 2, encoder_name="resnet18", encoder_weights=None,
@@ -53,12 +68,13 @@ def test_options_are_checked_with_the_key_named():
     ).segmentation_head[1].scale_factor == 2  # fmt: skip
 
 
-def test_checkpoint_predictor_and_onnx_rebuild_the_stage(tmp_path: Path):
+@pytest.mark.parametrize("stride", [2, 1])
+def test_checkpoint_predictor_and_onnx_rebuild_the_stage(tmp_path: Path, stride: int):
     """The option travels in the checkpoint's hyper-parameters: predict.py and the ONNX export
     rebuild the same network from the file alone, and both give its scores."""
     module = SegmentationModule(
         model={"arch": "fpn", "encoder_name": "resnet18", "encoder_weights": None,
-               "decoder_output_stride": 2},
+               "decoder_output_stride": stride},
         loss={"name": "ce"}, optimizer={"name": "adamw", "lr": 1e-3},
         classes=CLASSES, image_size=[64, 64],
     )  # fmt: skip
@@ -83,9 +99,9 @@ def test_outline_pixels_count_labelled_pixels_within_two_pixels_of_another_class
 
 
 def test_auto_adds_the_stage_only_where_outlines_are_much_of_the_data():
-    share = OUTLINE_SHARE_FOR_STRIDE_TWO
-    assert auto_output_stride("fpn", "resnet18", share) == 2
-    assert auto_output_stride("FPN", "resnet18", 0.14) == 2
+    share = OUTLINE_SHARE_FOR_FINE_STAGES
+    assert auto_output_stride("fpn", "resnet18", share) == 1
+    assert auto_output_stride("FPN", "resnet18", 0.14) == 1
     assert auto_output_stride("fpn", "resnet18", share * 0.99) is None
     assert auto_output_stride("fpn", "resnet18", None) is None  # nothing labelled
     assert auto_output_stride("unet", "resnet18", 0.5) is None  # draws at full size already
@@ -105,7 +121,7 @@ def test_train_resolves_auto_from_the_export_and_stores_the_outcome(
     share = experiment.datamodule.outline_share
     report = experiment.datamodule.scan_report
     assert share == pytest.approx(report.outline["train"] / report.pixels["train"].sum())
-    expected = 2 if share >= OUTLINE_SHARE_FOR_STRIDE_TWO else None
+    expected = 1 if share >= OUTLINE_SHARE_FOR_FINE_STAGES else None
     assert experiment.module.hparams["model"]["decoder_output_stride"] == expected
     assert f"model.decoder_output_stride=auto -> {expected} ({share:.1%}" in capsys.readouterr().out
     small = [o.replace("[64,64]", "[32,32]") for o in TINY]
@@ -118,7 +134,7 @@ def test_train_resolves_auto_from_the_export_and_stores_the_outcome(
 
 def test_a_wrong_value_is_refused_before_data_is_read():
     cfg = compose_train([*TINY, "data.path=/nonexistent", "model.decoder_output_stride=3"])
-    with pytest.raises(ConfigError, match=r"decoder_output_stride: expected auto, null, 2 or 4"):
+    with pytest.raises(ConfigError, match=r"decoder_output_stride: expected auto, null, 1, 2 or 4"):
         validate(cfg)
 
 

@@ -118,11 +118,11 @@ def test_init_from_errors_from_the_command_line(trained_run: dict, tmp_path: Pat
 def test_init_from_keeps_the_source_network_where_auto_would_decide(
     trained_run: dict, tmp_path: Path
 ):
-    """`model.decoder_output_stride: auto` resolved 2 on the tiny export (its outlines are 22%
+    """`model.decoder_output_stride: auto` resolved 1 on the tiny export (its outlines are 22%
     of its pixels); a next round from a checkpoint built without the stage builds it likewise,
     instead of refusing the checkpoint for the stage's keys."""
     hparams = read_checkpoint(trained_run["metrics"]["best_ckpt"])["hyper_parameters"]
-    assert hparams["model"]["decoder_output_stride"] == 2
+    assert hparams["model"]["decoder_output_stride"] == 1
     without_stage = {**hparams["model"], "decoder_output_stride": None}
     coarse = SegmentationModule(**{**hparams, "model": without_stage})
     ckpt = tmp_path / "coarse.ckpt"

@@ -157,3 +157,15 @@ def test_enet_weights_stay_bounded_however_rare_a_class():
     enet = weights_from_counts(counts, "enet")
     assert max(median) / min(median) > 1e8
     assert max(enet) / min(enet) < 51  # 1/ln(1.02) over 1/ln(2.02)
+
+
+def test_enet_if_rare_weighs_only_exports_with_a_rare_class():
+    """The default of `loss=ce`: ENet weights when a class present has under 1% of the
+    pixels (where weights make a short run learn it at all), none where every class is
+    common (where they only pull outlines towards the smaller class)."""
+    common = np.array([800, 200, 0])  # nuclei-like: a fifth of the pixels; class 2 absent
+    assert weights_from_counts(common, "enet_if_rare") is None
+    rare = np.array([9_000, 991, 9])  # 0.09% of the pixels
+    assert weights_from_counts(rare, "enet_if_rare") == weights_from_counts(rare, "enet")
+    edge = np.array([99, 1])  # exactly 1%: common
+    assert weights_from_counts(edge, "enet_if_rare") is None

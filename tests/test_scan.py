@@ -121,5 +121,6 @@ def test_datamodule_class_weights_come_from_the_scan_or_are_counted(tmp_path):
         assert datamodule.class_weights(method) == weights_from_counts(counts, method)
     datamodule.scan_report = None
     assert datamodule.class_weights("auto") == weights_from_counts(counts, "auto") == [1, 1, 0]
+    assert datamodule.class_weights("enet_if_rare") is None  # two classes of half each
     with pytest.raises(ValueError, match="loss.class_weights='often'"):
         datamodule.class_weights("often")

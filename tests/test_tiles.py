@@ -220,7 +220,10 @@ def test_tile_training_evaluates_by_sliding_windows_as_predict_py(
         compose_train(
             [*overrides, f"data.path={coded_export}", f"run_dir={run_dir}", "logger=none",
              "trainer.max_epochs=1", "data.image_size=[32,32]", "data.sampling=tile",
-             "data.rare_class_windows=0.5", "data.batch_size=8"]
+             "data.rare_class_windows=0.5", "data.batch_size=8",
+             # stride 2: after this one epoch the full-resolution stage (auto) still
+             # predicts one class everywhere, and the counts below need two
+             "model.decoder_output_stride=2"]
         )
     )  # fmt: skip
     hparams = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)[

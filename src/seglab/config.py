@@ -132,7 +132,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.std": lambda v: _statistic(v, "data.std"),
     "model.in_channels": lambda v: None if v == "auto" else _number(1, 512, integer=True)(v),
     "model.decoder_output_stride": lambda v: (
-        None if v in ("auto", None, 2, 4) else f"expected auto, null, 2 or 4, found {v!r}"
+        None if v in ("auto", None, 1, 2, 4) else f"expected auto, null, 1, 2 or 4, found {v!r}"
     ),
     "optimizer.lr": _number(0.0, low_open=True),
     "optimizer.weight_decay": _number(0.0),

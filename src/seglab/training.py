@@ -21,11 +21,12 @@ from seglab.budget import ValidationCadence, parse_budget
 from seglab.checkpoints import read_checkpoint
 from seglab.config import validate
 from seglab.console import say
+from seglab.data.class_weights import RARE_PIXEL_SHARE
 from seglab.data.datamodule import SegmentationDataModule
 from seglab.data.errors import DatasetError
 from seglab.data.sizes import resolve_crop_pixels
 from seglab.metrics import format_table
-from seglab.models.fine_stage import OUTLINE_SHARE_FOR_STRIDE_TWO, auto_output_stride
+from seglab.models.fine_stage import OUTLINE_SHARE_FOR_FINE_STAGES, auto_output_stride
 from seglab.models.init_from import init_from_checkpoint, source_model
 from seglab.models.module import SegmentationModule
 from seglab.precision import resolve_precision
@@ -127,8 +128,9 @@ def resolve_output_stride(model: dict[str, Any], outline_share: float | None) ->
     if outline_share is not None:
         say(
             f"model.decoder_output_stride=auto -> {stride} ({outline_share:.1%} of the training "
-            f"pixels lie within 2 px of another class; {OUTLINE_SHARE_FOR_STRIDE_TWO:.0%} or more "
-            "adds a stride-2 stage to a 1/4-scale decoder); set it to null or 2 to choose"
+            f"pixels lie within 2 px of another class; {OUTLINE_SHARE_FOR_FINE_STAGES:.0%} or more "
+            "adds stages at 1/2 and full scale to a 1/4-scale decoder); set it to null, 2 or 1 "
+            "to choose"
         )
     return stride
 
@@ -218,7 +220,8 @@ def _write_report(run_dir: Path) -> Path | None:
 
 
 def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str, Any]:
-    """The loss config with `class_weights: auto|median|inverse` replaced by the numbers.
+    """The loss config with `class_weights: auto|median|inverse|enet|enet_if_rare` replaced by
+    the numbers (or null: `enet_if_rare` on data without a rare class).
 
     The numbers, not the recipe, go into the checkpoint, so it rebuilds the same loss.
     """
@@ -227,7 +230,12 @@ def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str
         return _plain(cfg.loss)
     weights = datamodule.class_weights(method)
     names = [c.name for c in datamodule.classes]
-    say(f"class weights ({method}): {dict(zip(names, weights, strict=True))}")
+    if weights is None:
+        share = f"{RARE_PIXEL_SHARE:.0%}"
+        say(f"class weights ({method}): none (every class has at least {share} of the "
+            "training pixels); set loss.class_weights=enet to weight them anyway")  # fmt: skip
+    else:
+        say(f"class weights ({method}): {dict(zip(names, weights, strict=True))}")
     cfg = copy.deepcopy(cfg)  # the caller's config keeps the recipe
     cfg.loss.class_weights = weights  # terms that read ${loss.class_weights} follow
     return _plain(cfg.loss)

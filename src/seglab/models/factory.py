@@ -42,7 +42,8 @@ def create_model(
 
     `freeze_encoder` also keeps the encoder's normalisation statistics fixed (smp's own freeze);
     `decoder_output_stride`: null keeps smp's architecture; 2 adds a stride-2 stage to a
-    decoder that predicts at 1/4 scale (`fine_stage`), for finer outlines.
+    decoder that predicts at 1/4 scale, 1 a full-resolution one after it (`fine_stage`), for
+    finer outlines.
     `channels_last` (true, false, or `auto`: on when CUDA is available, see
     `use_channels_last`) and `compile` are speed options that leave the state dict unchanged.
     Synchronised batch norm across processes is the Trainer's `trainer.sync_batchnorm`.
