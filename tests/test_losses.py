@@ -157,6 +157,10 @@ def test_enet_weights_stay_bounded_however_rare_a_class():
     enet = weights_from_counts(counts, "enet")
     assert max(median) / min(median) > 1e8
     assert max(enet) / min(enet) < 51  # 1/ln(1.02) over 1/ln(2.02)
+    softer = weights_from_counts(counts, "enet_sqrt")  # the square roots, rescaled
+    assert max(softer) / min(softer) == pytest.approx((max(enet) / min(enet)) ** 0.5, rel=1e-4)
+    assert float(np.dot(counts, softer) / counts.sum()) == pytest.approx(1, rel=1e-4)
+    assert np.argsort(softer).tolist() == np.argsort(enet).tolist()  # same order, gentler
 
 
 def test_enet_if_rare_weighs_only_exports_with_a_rare_class():
@@ -169,3 +173,5 @@ def test_enet_if_rare_weighs_only_exports_with_a_rare_class():
     assert weights_from_counts(rare, "enet_if_rare") == weights_from_counts(rare, "enet")
     edge = np.array([99, 1])  # exactly 1%: common
     assert weights_from_counts(edge, "enet_if_rare") is None
+    assert weights_from_counts(common, "enet_sqrt_if_rare") is None
+    assert weights_from_counts(rare, "enet_sqrt_if_rare") == weights_from_counts(rare, "enet_sqrt")

@@ -220,8 +220,8 @@ def _write_report(run_dir: Path) -> Path | None:
 
 
 def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str, Any]:
-    """The loss config with `class_weights: auto|median|inverse|enet|enet_if_rare` replaced by
-    the numbers (or null: `enet_if_rare` on data without a rare class).
+    """The loss config with `class_weights: auto|median|inverse|enet|enet_sqrt` (or either
+    `*_if_rare`) replaced by the numbers (or null: `*_if_rare` on data without a rare class).
 
     The numbers, not the recipe, go into the checkpoint, so it rebuilds the same loss.
     """
@@ -233,7 +233,8 @@ def loss_config(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str
     if weights is None:
         share = f"{RARE_PIXEL_SHARE:.0%}"
         say(f"class weights ({method}): none (every class has at least {share} of the "
-            "training pixels); set loss.class_weights=enet to weight them anyway")  # fmt: skip
+            f"training pixels); set loss.class_weights={method.removesuffix('_if_rare')} to weight "
+            "them anyway")  # fmt: skip
     else:
         say(f"class weights ({method}): {dict(zip(names, weights, strict=True))}")
     cfg = copy.deepcopy(cfg)  # the caller's config keeps the recipe
