@@ -10,16 +10,16 @@ With `f_c` the share of counted (non-ignored) training pixels of class c:
   1: bounded (at most ~50x between classes) where median balancing spans 10^5x on a 59-class
   export and collapsed training onto its rarest classes.
 - `enet_sqrt`: the square roots of the `enet` weights, scaled to a mean pixel weight of 1: the
-  same order, at most ~7x between classes. The commonest class (background, say) weighs about
-  a fifth of an average pixel instead of a twentieth, so it is not given up for the rare ones:
+  same order, at most ~7x between classes. The commonest class (background, say) then weighs
+  about 0.6 of an average pixel instead of 0.2, and is not given up for the rare ones:
   ccp at 6 minutes scored test mIoU 0.0503 against 0.0378 with `enet` (background IoU 0.89
   against 0.75; benchmarks/README.md).
-- `enet_if_rare`, `enet_sqrt_if_rare`: `enet` or `enet_sqrt` when some class present has less
-  than RARE_PIXEL_SHARE of the pixels, else no weights (None). Weights are how a few-epoch run
-  learns rare classes at all (ccp: 59 labels, most under 1% of the pixels); where every class
-  is common they only bias each outline pixel towards the smaller class: bbbc039's nuclei
-  (about a fifth of the pixels) scored test mIoU 0.9654 unweighted against 0.9569 with `enet`
-  (benchmarks/README.md).
+- `enet_if_rare` (the default of `loss=ce`), `enet_sqrt_if_rare`: `enet` or `enet_sqrt` when
+  some class present has less than RARE_PIXEL_SHARE of the pixels, else no weights (None).
+  Weights are how a few-epoch run learns rare classes at all (ccp: 59 labels, most under 1% of
+  the pixels); where every class is common they only bias each outline pixel towards the
+  smaller class: bbbc039's nuclei (about a fifth of the pixels) scored test mIoU 0.9654
+  unweighted against 0.9569 with `enet` (benchmarks/README.md).
 
 A class with no training pixel gets weight 0: no target pixel can ask for it.
 """
