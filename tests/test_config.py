@@ -113,7 +113,7 @@ def test_defaults_are_the_documented_ones():
     assert cfg.model.channels_last == "auto" and cfg.model.decoder_output_stride == "auto"
     assert cfg.trainer.sync_batchnorm is False and "sync_batchnorm" not in cfg.model
     assert cfg.optimizer.encoder_lr_mult == 1.0 and cfg.model.freeze_encoder is False
-    assert cfg.loss.class_weights == "enet_if_rare"
+    assert cfg.loss.class_weights == "enet_sqrt_if_rare"
     assert (cfg.model.decoder_pyramid_channels, cfg.model.decoder_segmentation_channels) == (
         128,
         64,

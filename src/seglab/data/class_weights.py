@@ -14,7 +14,7 @@ With `f_c` the share of counted (non-ignored) training pixels of class c:
   about 0.6 of an average pixel instead of 0.2, and is not given up for the rare ones:
   ccp at 6 minutes scored test mIoU 0.0503 against 0.0378 with `enet` (background IoU 0.89
   against 0.75; benchmarks/README.md).
-- `enet_if_rare` (the default of `loss=ce`), `enet_sqrt_if_rare`: `enet` or `enet_sqrt` when
+- `enet_sqrt_if_rare` (the default of `loss=ce`), `enet_if_rare`: `enet_sqrt` or `enet` when
   some class present has less than RARE_PIXEL_SHARE of the pixels, else no weights (None).
   Weights are how a few-epoch run learns rare classes at all (ccp: 59 labels, most under 1% of
   the pixels); where every class is common they only bias each outline pixel towards the
@@ -49,7 +49,7 @@ def weights_from_counts(
     counts: Sequence[int] | np.ndarray, method: str = "median"
 ) -> list[float] | None:
     """Per-class weights from pixel counts by `method` (see the module docstring); None for
-    `enet_if_rare` without a rare class."""
+    `*_if_rare` without a rare class."""
     if method not in METHODS:
         raise ValueError(
             f"loss.class_weights={method!r}: give null, a list of numbers, or one of {METHODS}"

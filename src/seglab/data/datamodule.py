@@ -223,7 +223,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def class_weights(self, method: str) -> list[float] | None:
         """Per-class loss weights from the train split's pixel frequencies, in class-index order
-        (`method`: auto, median, inverse, enet or enet_if_rare, which may give None; see
+        (`method`: one of `METHODS`; the `*_if_rare` ones may give None; see
         `seglab.data.class_weights`).
 
         The pixels come from the scan that `export` runs anyway, so no mask is read twice; they
