@@ -4,6 +4,7 @@
     python benchmarks/equal_budget.py --data ../shared/data/bbbc039 --minutes 20
     python benchmarks/equal_budget.py --data ../shared/data/ccp --minutes 7 --seglab-only model=unet
     python benchmarks/equal_budget.py --data ../shared/data/ccp --minutes 7 --plain-only
+    python benchmarks/equal_budget.py --data ../shared/data/ccp --minutes 20 --seed 1
 
 (a) `python train.py data.path=DATA model.encoder_weights=null budget=<minutes>m`: seglab's
 defaults, nothing tuned for the dataset (no download here, so both arms start from scratch);
@@ -161,9 +162,15 @@ def main() -> None:
                         help="exploration: train and score seglab's arm alone")  # fmt: skip
     parser.add_argument("--plain-only", action="store_true",
                         help="exploration: train and score the plain loop alone")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None,
+                        help="repeat a pair with another seed: train.py's seed=N and the loop's; "
+                        "default: train.py's configured seed, the loop's 0")  # fmt: skip
     parser.add_argument("seglab_args", nargs="*", help="extra train.py overrides (exploration)")
     args = parser.parse_args()
     root = args.data.resolve()
+    if args.seed is not None:
+        args.seglab_args = [f"seed={args.seed}", *args.seglab_args]
+    loop_seed = 0 if args.seed is None else args.seed
     torch.set_num_threads(torch.get_num_threads())
 
     crop = args.crop
@@ -173,7 +180,9 @@ def main() -> None:
         crop = [min(512, (2 * min(s[d] for s in shapes)) // 32 * 32) for d in (0, 1)]
 
     if args.plain_only:
-        plain_predict, plain_rate = plain_loop(root, args.train_subset, args.minutes, tuple(crop))
+        plain_predict, plain_rate = plain_loop(
+            root, args.train_subset, args.minutes, tuple(crop), loop_seed
+        )
         plain_score = score(plain_predict, root, args.test_subset)
         print(f"\n{root.name}: plain loop test mIoU {plain_score['mIoU']:.4f} ({plain_rate:.2f} "
               f"images/s, crops {crop[0]}x{crop[1]}, {args.minutes} min)")  # fmt: skip
@@ -194,7 +203,9 @@ def main() -> None:
         write_result(args.output, {**header(root, args), "seglab": seglab})
         return
     print(f"plain loop: {args.minutes} min, crops {crop[0]}x{crop[1]}", flush=True)
-    plain_predict, plain_rate = plain_loop(root, args.train_subset, args.minutes, tuple(crop))
+    plain_predict, plain_rate = plain_loop(
+        root, args.train_subset, args.minutes, tuple(crop), loop_seed
+    )
     plain_score = score(plain_predict, root, args.test_subset)
 
     ratio = seglab_score["mIoU"] / max(plain_score["mIoU"], 1e-9)
@@ -218,7 +229,8 @@ def main() -> None:
 
 
 def header(root: Path, args: argparse.Namespace) -> dict:
-    return {"dataset": root.name, "minutes": args.minutes, "machine": machine_info()}
+    return {"dataset": root.name, "minutes": args.minutes, "seed": args.seed,
+            "machine": machine_info()}  # fmt: skip
 
 
 def write_result(out: Path | None, result: dict) -> None:

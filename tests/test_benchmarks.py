@@ -97,7 +97,7 @@ def test_equal_budget(tiny_export: Path, tmp_path: Path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "equal_budget.py"), "--data", str(tiny_export),
          "--minutes", "0.1", "--train-subset", "train", "--test-subset", "test", "--crop", "64",
-         "64", "--out", str(tmp_path / "runs"), "--output", str(output),
+         "64", "--out", str(tmp_path / "runs"), "--output", str(output), "--seed", "1",
          "data.image_size=[64,64]", "model.encoder_name=resnet18", "data.num_workers=0"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -109,6 +109,8 @@ def test_equal_budget(tiny_export: Path, tmp_path: Path):
     seglab = result["seglab"]
     assert abs(seglab["mIoU"] - seglab["train_py_test_mIoU"]) < 1e-4
     assert "ratio seglab / plain" in done.stdout
+    # --seed repeats a pair with another seed: train.py's and the loop's.
+    assert result["seed"] == 1 and seglab["overrides"][0] == "seed=1"
 
 
 def test_equal_budget_one_arm_writes_its_json(tiny_export: Path, tmp_path: Path):
