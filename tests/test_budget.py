@@ -69,5 +69,9 @@ def test_a_budget_run_ends_on_time_with_the_lr_decayed(tiny_export: Path, tmp_pa
     with (tmp_path / "csv" / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("lr-AdamW/encoder")]
     lrs = [float(r["lr-AdamW/encoder"]) for r in rows]
-    assert lrs[-1] < 0.1 * max(lrs)  # most of the decay done by the end of the budget
+    # the clock drives the decay: it falls step after step and is well under way when the budget
+    # ends. Its exact end value is checked with a controlled clock above; here one step stalled by
+    # a loaded CI machine can hold seconds of the 12 (a run once logged 16% of the peak last).
+    assert lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] < 0.5 * max(lrs)
     assert metrics["val/mIoU"] is not None
