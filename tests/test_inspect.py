@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +93,34 @@ def test_an_export_without_images_is_still_counted(tmp_path: Path):
     assert any("made without images" in note for note in summary["notes"])
     text = inspect(str(tmp_path / "annotations.zip")).stdout
     assert text.rstrip().endswith("Masks OK; training also needs the images (see the note above).")
+
+
+def readme_console_session() -> list[tuple[str, str]]:
+    """The README's ```console block: each `$ command` with the output printed under it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```console\n(.*?)```", readme, flags=re.S)
+    session: list[tuple[str, str]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            session.append((line[2:], ""))
+        else:
+            command, output = session[-1]
+            session[-1] = (command, output + line + "\n")
+    return session
+
+
+def test_the_readme_inspect_session_prints_what_the_readme_shows(tmp_path: Path):
+    """Run as printed (in a temporary folder instead of /tmp/demo): same output, line by line."""
+    session = readme_console_session()
+    assert [shlex.split(command)[:2] for command, _ in session] == [
+        ["seglab", "demo"],
+        ["seglab", "inspect"],
+    ]
+    for command, expected in session:
+        args = [arg.replace("/tmp/demo", str(tmp_path / "demo")) for arg in shlex.split(command)]
+        result = subprocess.run(
+            [sys.executable, "-m", "seglab.cli", *args[1:]], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        printed = result.stdout.replace(str(tmp_path / "demo"), "/tmp/demo")
+        assert printed.rstrip().splitlines() == expected.rstrip().splitlines()
